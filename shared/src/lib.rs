@@ -1,0 +1,36 @@
+//! # fogshell-shared
+//!
+//! The contract fogshell's agent and coordinator speak, and the pure logic around it. Like
+//! `quinn-proto` under `quinn`, this crate does no I/O: no sockets, no files, no clock, no
+//! randomness, no async runtime. Everything here can be tested and fuzzed on plain bytes.
+//!
+//! - [`api`]: HTTP API bodies (`/v1/sessions`, `/v1/events`), pagination.
+//! - [`error`]: the `ECS_…` error codes and the `{code, message, evidence_pointer}` body.
+//! - [`frame`]: the WebSocket PTY frames the browser speaks.
+//! - [`wire`]: the agent ↔ coordinator protocol over QUIC (postcard, length-prefixed).
+//! - [`audit`]: audit events and the hash chain over them.
+//! - [`session`]: the session lifecycle state machine.
+//! - [`placement`], [`node`], [`ids`], [`image`], [`timestamp`], [`secret`]: the vocabulary
+//!   the others are written in.
+
+pub mod api;
+pub mod audit;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod image;
+pub mod node;
+pub mod placement;
+pub mod secret;
+pub mod session;
+pub mod timestamp;
+pub mod wire;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ids::{NodeId, ProfileName, Region, RuntimeRef, SessionId, TenantId};
+pub use image::{Digest, ImageRef};
+pub use node::{ResourceLimits, Resources, RuntimeDriver, TrustTier};
+pub use placement::{Placement, ReasonCode};
+pub use secret::Secret;
+pub use session::SessionStatus;
+pub use timestamp::Timestamp;

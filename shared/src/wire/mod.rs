@@ -1,0 +1,434 @@
+//! The agent ↔ coordinator protocol, spoken over one QUIC connection with mutual TLS.
+//!
+//! - The **control stream** (the first bidirectional stream, opened by the agent) carries
+//!   [`AgentMessage`]s up and [`CoordinatorMessage`]s down: the agent's [`Hello`] first, the
+//!   coordinator's [`Welcome`] (or [`Refusal`]) next, then heartbeats from the agent and
+//!   commands from the coordinator, each answered by a [`Response`] with the same id.
+//! - Each attached terminal gets a **PTY stream** (bidirectional, opened by the coordinator):
+//!   a [`PtyStreamHeader`] first, then [`PtyMessage`]s both ways.
+//!
+//! Every message is postcard, length-prefixed ([`codec`]). Types validate themselves while they
+//! decode (node ids, terminal sizes, image references), so a decoded message is well formed.
+
+pub mod codec;
+pub mod samples;
+pub mod version;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::frame::TermSize;
+use crate::ids::{NodeId, ProfileName, Region, RuntimeRef, SessionId, TenantId};
+use crate::image::{Digest, ImageRef};
+use crate::node::{
+    Arch, Health, Labels, Load, ResourceLimits, Resources, RuntimeDriver, TrustTier,
+};
+use crate::placement::Placement;
+use crate::timestamp::Timestamp;
+
+pub use codec::{Decoder, MAX_MESSAGE_BYTES, WireError, decode_body, encode};
+pub use version::{ALPN, BuildInfo, PROTOCOL_VERSION, SUPPORTED_VERSIONS, VersionRange, negotiate};
+
+/// What an agent sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum AgentMessage {
+    /// First message on every connection.
+    Hello(Hello),
+    /// Periodic state report.
+    Heartbeat(Heartbeat),
+    /// The answer to a [`Request`].
+    Response(Response),
+    /// Something happened on the node that the coordinator did not ask about.
+    Event(NodeEvent),
+}
+
+/// What a coordinator sends on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum CoordinatorMessage {
+    /// The hello was accepted.
+    Welcome(Welcome),
+    /// The hello was refused; the coordinator closes the connection after sending this.
+    Refusal(Refusal),
+    /// A command for the agent.
+    Request(Request),
+}
+
+/// An agent introducing itself. Sent on every (re)connection, so it also carries what runs on
+/// the node, for the coordinator to reconcile against what it believes runs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Hello {
+    /// Protocol versions the agent speaks.
+    pub versions: VersionRange,
+    /// The node's id; must equal the one in its TLS certificate.
+    pub node_id: NodeId,
+    /// The agent's release (`0.1.0`), for the operator's eyes.
+    pub agent_version: String,
+    /// CPU architecture.
+    pub arch: Arch,
+    /// Where the node stands.
+    pub region: Region,
+    /// Labels for locality filters.
+    pub labels: Labels,
+    /// The tier the agent's configuration claims. The coordinator decides the tier it
+    /// believes: `attested` only after a quote verifies, never because a hello says so.
+    pub claimed_tier: TrustTier,
+    /// How the node can run sessions.
+    pub runtime_drivers: Vec<RuntimeDriver>,
+    /// Total resources offered to sessions.
+    pub capacity: Resources,
+    /// Sessions running on the node now (after a restart or a lost link).
+    pub running: Vec<RunningSession>,
+}
+
+impl Hello {
+    /// The longest `agent_version` accepted.
+    pub const MAX_VERSION_TEXT: usize = 64;
+    /// The most labels a node may carry.
+    pub const MAX_LABELS: usize = 64;
+
+    /// Checks bounds serde cannot express. The receiver calls this before acting on a hello.
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.agent_version.len() > Self::MAX_VERSION_TEXT {
+            return Err(WireError::Malformed("agent_version too long".into()));
+        }
+        if self.labels.len() > Self::MAX_LABELS {
+            return Err(WireError::Malformed("too many labels".into()));
+        }
+        if self.runtime_drivers.is_empty() {
+            return Err(WireError::Malformed(
+                "a node needs at least one runtime driver".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A session an agent reports as running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RunningSession {
+    /// The session.
+    pub session_id: SessionId,
+    /// The agent's handle for it.
+    pub runtime_ref: RuntimeRef,
+    /// When it started on this node.
+    pub started_at: Timestamp,
+}
+
+/// The coordinator's acceptance of a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Welcome {
+    /// The version both sides now speak.
+    pub version: u16,
+    /// How often the agent should send heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u32,
+    /// Sessions the agent reported that the coordinator has moved or ended elsewhere: the
+    /// agent terminates them (fencing: never two live copies of one session).
+    pub fence: Vec<SessionId>,
+}
+
+/// The coordinator's refusal of a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Refusal {
+    /// Why (`ECS_UNSUPPORTED_VERSION`, `ECS_POLICY_DENIED`, …).
+    pub code: ErrorCode,
+    /// In words, for the agent's log.
+    pub message: String,
+}
+
+/// An agent's periodic report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Heartbeat {
+    /// Increases by one each heartbeat on a connection; gaps show lost reports.
+    pub seq: u64,
+    /// Pressure on the node.
+    pub health: Health,
+    /// Resources still free for new sessions.
+    pub free: Resources,
+    /// Load average.
+    pub load: Load,
+    /// Sessions running now.
+    pub running: Vec<SessionId>,
+}
+
+/// A command's correlation id, unique per connection.
+pub type RequestId = u64;
+
+/// A command from the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Request {
+    /// Echoed in the response.
+    pub id: RequestId,
+    /// How long the coordinator waits for the answer, in milliseconds; the agent may give up
+    /// on work it cannot finish by then.
+    pub timeout_ms: u32,
+    /// What to do.
+    pub command: Command,
+}
+
+/// The runtime connector contract (interfaces-v1.md §1.4), as commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Command {
+    /// `allocate(session_id, profile, placement, image_ref) -> runtime_ref`.
+    Allocate(Box<AllocateSpec>),
+    /// `terminate(runtime_ref)`: kill and delete the session's container and everything of it.
+    Terminate {
+        /// The session to end.
+        session_id: SessionId,
+    },
+    /// `enforce_limits(runtime_ref) -> ok/fail`: read limits back from the cgroup and compare.
+    EnforceLimits {
+        /// The session to check.
+        session_id: SessionId,
+    },
+    /// Which sessions run on the node.
+    List,
+}
+
+/// Everything an agent needs to start a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AllocateSpec {
+    /// The session.
+    pub session_id: SessionId,
+    /// Whose it is (for labels, logs and audit on the node).
+    pub tenant: TenantId,
+    /// The profile's name.
+    pub profile: ProfileName,
+    /// The profile's limits, resolved by the coordinator so both sides enforce the same.
+    pub limits: ResourceLimits,
+    /// Whether the container gets a network (off unless the profile allows it).
+    pub network: bool,
+    /// Where placement put it (this node), with its reasons.
+    pub placement: Placement,
+    /// The image, pinned by digest.
+    pub image_ref: ImageRef,
+}
+
+/// An agent's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Response {
+    /// The request's id.
+    pub id: RequestId,
+    /// What came of it.
+    pub result: Result<CommandOutput, CommandError>,
+}
+
+/// A command's successful result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum CommandOutput {
+    /// The session runs.
+    Allocated {
+        /// The agent's handle for it.
+        runtime_ref: RuntimeRef,
+        /// The digest of the image it runs (for `runtime.allocated`).
+        image_digest: Digest,
+    },
+    /// The session and all its traces are gone.
+    Terminated,
+    /// What the cgroup says about the session's limits and use.
+    Limits(LimitsReport),
+    /// The sessions the node runs.
+    Sessions(Vec<RunningSession>),
+}
+
+/// A failed command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CommandError {
+    /// Why, as a code (`ECS_NOT_FOUND` for a session the node does not hold, …).
+    pub code: ErrorCode,
+    /// In words.
+    pub message: String,
+}
+
+/// The result of `enforce_limits`: the limits read back from the cgroup, and current use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LimitsReport {
+    /// The limits as the cgroup holds them.
+    pub applied: ResourceLimits,
+    /// Limits that differ from those requested (empty means ok).
+    pub mismatches: Vec<LimitMismatch>,
+    /// What the session uses now.
+    pub usage: Usage,
+}
+
+impl LimitsReport {
+    /// `ok` in the contract's `ok/fail`.
+    pub fn is_ok(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// One limit that differs from what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct LimitMismatch {
+    /// Which limit.
+    pub limit: LimitKind,
+    /// The value asked for.
+    pub wanted: u64,
+    /// The value found (`u64::MAX` for "unlimited").
+    pub found: u64,
+}
+
+/// The limits a profile sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum LimitKind {
+    /// CPU quota, thousandths of a core.
+    Cpu,
+    /// Memory, bytes.
+    Memory,
+    /// Processes.
+    Pids,
+}
+
+/// A session's resource use, from its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Usage {
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// CPU time used since start, microseconds.
+    pub cpu_usec: u64,
+    /// Processes now.
+    pub pids: u32,
+}
+
+/// Unsolicited news from a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum NodeEvent {
+    /// A session's shell exited by itself.
+    SessionExited {
+        /// The session.
+        session_id: SessionId,
+        /// Its exit status.
+        code: i32,
+    },
+}
+
+/// The first message on a PTY stream, from the coordinator: which session to attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct PtyStreamHeader {
+    /// The session whose terminal this stream carries.
+    pub session_id: SessionId,
+    /// The terminal's size at attach.
+    pub size: TermSize,
+}
+
+/// What flows on a PTY stream after the header: input and resizes down to the agent, output
+/// and the exit status up to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum PtyMessage {
+    /// Terminal bytes: input (coordinator → agent) or output (agent → coordinator).
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The terminal's new size (coordinator → agent).
+    Resize(TermSize),
+    /// The shell exited (agent → coordinator); the stream ends after it.
+    Exit {
+        /// Exit status.
+        code: i32,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(message: &T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = encode(message).unwrap();
+        let mut decoder = Decoder::new();
+        decoder.extend(&bytes);
+        assert_eq!(decoder.next_message::<T>().unwrap().as_ref(), Some(message));
+        decoder.finish().unwrap();
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        samples::hello().validate().unwrap();
+        samples::agent_messages().iter().for_each(round_trip);
+        samples::coordinator_messages().iter().for_each(round_trip);
+        round_trip(&samples::pty_header());
+        samples::pty_messages().iter().for_each(round_trip);
+    }
+
+    #[test]
+    fn samples_cover_every_variant() {
+        // A new variant added without a sample fails to compile here.
+        for m in samples::agent_messages() {
+            match m {
+                AgentMessage::Hello(_) | AgentMessage::Heartbeat(_) | AgentMessage::Event(_) => {}
+                AgentMessage::Response(r) => match r.result {
+                    Ok(CommandOutput::Allocated { .. })
+                    | Ok(CommandOutput::Terminated)
+                    | Ok(CommandOutput::Limits(_))
+                    | Ok(CommandOutput::Sessions(_))
+                    | Err(_) => {}
+                },
+            }
+        }
+        let kinds: std::collections::BTreeSet<_> = samples::coordinator_messages()
+            .iter()
+            .map(|m| match m {
+                CoordinatorMessage::Welcome(_) => "welcome",
+                CoordinatorMessage::Refusal(_) => "refusal",
+                CoordinatorMessage::Request(r) => match r.command {
+                    Command::Allocate(_) => "allocate",
+                    Command::Terminate { .. } => "terminate",
+                    Command::EnforceLimits { .. } => "enforce_limits",
+                    Command::List => "list",
+                },
+            })
+            .collect();
+        assert_eq!(kinds.len(), 6);
+        assert_eq!(samples::agent_messages().len(), 8);
+    }
+
+    #[test]
+    fn invalid_values_do_not_decode() {
+        // A PTY header with a 0-column terminal: postcard ends it with the two varint u16s.
+        let mut body = postcard::to_stdvec(&samples::pty_header()).unwrap();
+        let len = body.len();
+        body[len - 2] = 0; // cols 80 → 0 (rows 24 is the last byte)
+        assert!(matches!(
+            decode_body::<PtyStreamHeader>(&body),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn pty_data_is_compact() {
+        // One tag byte, a varint length, then the bytes: no per-byte overhead for output.
+        let body = postcard::to_stdvec(&PtyMessage::Data(vec![7; 100])).unwrap();
+        assert_eq!(body.len(), 1 + 1 + 100);
+    }
+
+    #[test]
+    fn hello_bounds_are_checked() {
+        let mut hello = samples::hello();
+        hello.agent_version = "x".repeat(65);
+        assert!(hello.validate().is_err());
+        hello.agent_version = "0.1.0".into();
+        assert!(hello.validate().is_ok());
+        hello.runtime_drivers.clear();
+        assert!(hello.validate().is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! One of each message and variant, filled with plausible values: for the round-trip tests
+//! (so a change to any message is caught by name), for fuzzing seeds
+//! (`cargo run -p fogshell-shared --example wire_seeds`), and as examples for readers.
+
+use super::*;
+use crate::ids::LabelKey;
+use crate::placement::ReasonCode;
+
+fn session() -> SessionId {
+    SessionId::from_random_bytes([3; 16])
+}
+
+fn runtime_ref() -> RuntimeRef {
+    RuntimeRef {
+        driver: RuntimeDriver::Libcontainer,
+        id: "fs-03030303".parse().expect("valid id"),
+    }
+}
+
+fn placement() -> Placement {
+    Placement {
+        node_id: NodeId::new("fog-a").expect("valid id"),
+        region: Region::new("eu-west").expect("valid region"),
+        trust_tier: TrustTier::Unattested,
+        reasons: vec![ReasonCode::FogLowestLatency],
+    }
+}
+
+/// A hello from an aarch64 fog node that runs one session.
+pub fn hello() -> Hello {
+    let site: LabelKey = "site".parse().expect("valid key");
+    Hello {
+        versions: SUPPORTED_VERSIONS,
+        node_id: NodeId::new("fog-a").expect("valid id"),
+        agent_version: "0.1.0".into(),
+        arch: Arch::Aarch64,
+        region: Region::new("eu-west").expect("valid region"),
+        labels: [(site, "lab-2".parse().expect("valid value"))].into(),
+        claimed_tier: TrustTier::Unattested,
+        runtime_drivers: vec![RuntimeDriver::Libcontainer],
+        capacity: Resources {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            session_slots: 16,
+        },
+        running: vec![RunningSession {
+            session_id: session(),
+            runtime_ref: runtime_ref(),
+            started_at: Timestamp::from_unix_millis(1_700_000_000_000).expect("in range"),
+        }],
+    }
+}
+
+/// Every [`AgentMessage`] variant, and every [`CommandOutput`] inside a response.
+pub fn agent_messages() -> Vec<AgentMessage> {
+    vec![
+        AgentMessage::Hello(hello()),
+        AgentMessage::Heartbeat(Heartbeat {
+            seq: 9,
+            health: Health {
+                disk_pressure: false,
+                memory_pressure: true,
+            },
+            free: Resources::default(),
+            load: Load { load1_milli: 1500 },
+            running: vec![session()],
+        }),
+        AgentMessage::Response(Response {
+            id: 1,
+            result: Ok(CommandOutput::Allocated {
+                runtime_ref: runtime_ref(),
+                image_digest: Digest::from_bytes([0xab; 32]),
+            }),
+        }),
+        AgentMessage::Response(Response {
+            id: 2,
+            result: Ok(CommandOutput::Terminated),
+        }),
+        AgentMessage::Response(Response {
+            id: 3,
+            result: Ok(CommandOutput::Limits(LimitsReport {
+                applied: ResourceLimits::DEFAULT,
+                mismatches: vec![LimitMismatch {
+                    limit: LimitKind::Pids,
+                    wanted: 256,
+                    found: u64::MAX,
+                }],
+                usage: Usage {
+                    memory_bytes: 1 << 20,
+                    cpu_usec: 5,
+                    pids: 2,
+                },
+            })),
+        }),
+        AgentMessage::Response(Response {
+            id: 4,
+            result: Ok(CommandOutput::Sessions(vec![])),
+        }),
+        AgentMessage::Response(Response {
+            id: 5,
+            result: Err(CommandError {
+                code: ErrorCode::NotFound,
+                message: "no such session".into(),
+            }),
+        }),
+        AgentMessage::Event(NodeEvent::SessionExited {
+            session_id: session(),
+            code: 0,
+        }),
+    ]
+}
+
+/// Every [`CoordinatorMessage`] variant, and every [`Command`].
+pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
+    let spec = AllocateSpec {
+        session_id: session(),
+        tenant: "org:acme".parse().expect("valid tenant"),
+        profile: "default".parse().expect("valid profile"),
+        limits: ResourceLimits::DEFAULT,
+        network: false,
+        placement: placement(),
+        image_ref: format!("127.0.0.1:5000/shell@sha256:{}", "ab".repeat(32))
+            .parse()
+            .expect("valid image"),
+    };
+    let request = |id, command| {
+        CoordinatorMessage::Request(Request {
+            id,
+            timeout_ms: 10_000,
+            command,
+        })
+    };
+    vec![
+        CoordinatorMessage::Welcome(Welcome {
+            version: 1,
+            heartbeat_interval_ms: 500,
+            fence: vec![session()],
+        }),
+        CoordinatorMessage::Refusal(Refusal {
+            code: ErrorCode::UnsupportedVersion,
+            message: "no common protocol version".into(),
+        }),
+        request(1, Command::Allocate(Box::new(spec))),
+        request(
+            2,
+            Command::Terminate {
+                session_id: session(),
+            },
+        ),
+        request(
+            3,
+            Command::EnforceLimits {
+                session_id: session(),
+            },
+        ),
+        request(4, Command::List),
+    ]
+}
+
+/// A PTY stream header for an 80×24 terminal.
+pub fn pty_header() -> PtyStreamHeader {
+    PtyStreamHeader {
+        session_id: session(),
+        size: TermSize::new(80, 24).expect("in range"),
+    }
+}
+
+/// Every [`PtyMessage`] variant.
+pub fn pty_messages() -> Vec<PtyMessage> {
+    vec![
+        PtyMessage::Data(b"ls\r".to_vec()),
+        PtyMessage::Data(vec![]),
+        PtyMessage::Resize(TermSize::new(1000, 1).expect("in range")),
+        PtyMessage::Exit { code: -1 },
+    ]
+}
