@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing fogshell needs on Debian 12, idempotently: Debian packages
+# that are missing, and cargo tools that are missing. Safe to run again; does nothing when all
+# is there. Run as root (CI is root); otherwise it says what to install and fails.
+set -euo pipefail
+
+# Debian packages the build and the tests need, one line each with why.
+apt_packages=(
+  pkg-config   # -sys crates find their C libraries through it
+  g++          # libfuzzer-sys compiles libFuzzer's C++ for the fuzz targets
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Cargo tools, pinned so a new release cannot change CI under us.
+cargo_tool() {
+  local bin=$1 crate=$2 version=$3
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    echo "installing $crate $version"
+    cargo install "$crate" --version "$version" --locked --quiet
+  fi
+}
+cargo_tool cargo-nextest cargo-nextest 0.9.143
+cargo_tool cargo-fuzz cargo-fuzz 0.13.2

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every fogshell check and test, as CI does (.ci/run calls exactly this):
+# prerequisites, formatting, lints, a short fuzzing pass over each network parser, then every
+# test in the workspace. Tests that need root or a service fail loudly when it is missing;
+# nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+
+step "prerequisites"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build the binaries the end-to-end tests start"
+cargo build --workspace --bins --locked
+
+step "fuzz every network parser briefly (scripts/fuzz.sh; longer runs: docs/fuzzing.md)"
+scripts/fuzz.sh smoke "${FOGSHELL_FUZZ_SECONDS:-15}"
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+echo "all checks passed in $((SECONDS - started)) s"
