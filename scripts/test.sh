@@ -31,4 +31,3 @@ cargo test --workspace --doc --locked
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
-echo "all checks passed in $((SECONDS - started)) s"
