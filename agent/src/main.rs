@@ -6,15 +6,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fogshell_shared::wire::{BuildInfo, SUPPORTED_VERSIONS};
+use fogshell_telemetry::LogArgs;
 
 /// The fogshell node agent: runs session containers on this node for a fogshell coordinator.
 #[derive(Debug, Parser)]
-#[command(name = "fogshell-agent", version = long_version(), about)]
+#[command(name = "fogshell-agent", version = fogshell_telemetry::long_version(env!("CARGO_PKG_VERSION")), about)]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = fogshell_telemetry::LogFormat::Text, global = true)]
-    log_format: fogshell_telemetry::LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -26,27 +25,12 @@ enum Command {
     Info,
 }
 
-fn long_version() -> String {
-    format!(
-        "{} (wire protocol {}..={})",
-        env!("CARGO_PKG_VERSION"),
-        SUPPORTED_VERSIONS.min,
-        SUPPORTED_VERSIONS.max
-    )
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fogshell_telemetry::init(cli.log_format);
+    fogshell_telemetry::init(cli.log.log_format);
     match cli.command {
         Command::Info => {
-            let info = BuildInfo::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-                std::env::consts::ARCH,
-            );
-            tracing::debug!(version = %info.version, arch = ?info.arch, "reporting build info");
-            fogshell_telemetry::print_json(&info)
+            fogshell_telemetry::print_build_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         }
     }
 }

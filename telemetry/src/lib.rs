@@ -1,10 +1,36 @@
-//! Logging both fogshell binaries set up alike: `tracing` to stderr, as text for people or JSON
-//! for collectors. Filter with `RUST_LOG` (default `info`). It lives apart from `fogshell-shared`,
-//! which does no I/O; OpenTelemetry export is added here as one more layer.
+//! What both fogshell binaries set up alike: logging (`tracing` to stderr, as text for people or
+//! JSON for collectors, filtered by `RUST_LOG`, default `info`) and the build facts their CLIs
+//! report. It lives apart from `fogshell-shared`, which does no I/O; OpenTelemetry export is
+//! added here as one more layer.
 
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+
+use fogshell_shared::wire::{BuildInfo, SUPPORTED_VERSIONS};
+
+/// Command-line options every fogshell binary takes (flatten into its clap parser).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `--version` text: the release and the wire protocol range, so two builds can be compared.
+pub fn long_version(release: &str) -> String {
+    format!(
+        "{release} (wire protocol {}..={})",
+        SUPPORTED_VERSIONS.min, SUPPORTED_VERSIONS.max
+    )
+}
+
+/// The `info` subcommand: prints this build's [`BuildInfo`] as JSON on stdout.
+pub fn print_build_info(name: &str, release: &str) -> ExitCode {
+    let info = BuildInfo::new(name, release, std::env::consts::ARCH);
+    tracing::debug!(version = %info.version, arch = ?info.arch, "reporting build info");
+    print_json(&info)
+}
 
 /// How log lines look on stderr.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
