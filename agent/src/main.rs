@@ -1,11 +1,12 @@
-//! `fogshell-agent`: the node agent.
-//!
-//! This first cut knows what it is (release, wire protocol range, ALPN, architecture) and sets
-//! up structured logging; the runtime, the QUIC link and enrollment arrive as their own modules.
+//! `fogshell-agent`: the node agent's command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fogshell_agent::runtime::process::{self, ProcessRuntime};
+use fogshell_agent::runtime::{SessionRequest, ShimHost};
+use fogshell_shared::{ResourceLimits, SessionId};
 use fogshell_telemetry::LogArgs;
 
 /// The fogshell node agent: runs session containers on this node for a fogshell coordinator.
@@ -23,6 +24,29 @@ struct Cli {
 enum Command {
     /// Print what this build speaks (release, wire protocol range, ALPN, architecture) as JSON.
     Info,
+    /// Run a shell on this node in the current terminal, with no coordinator, then remove it:
+    /// an operator's check that the node can run sessions.
+    Run {
+        /// Where the agent keeps session state.
+        #[arg(long, default_value = "/var/lib/fogshell-agent")]
+        state_dir: PathBuf,
+        /// How to run the shell: `process` is a host shell without isolation (development).
+        #[arg(long, value_enum, default_value_t = Driver::Process)]
+        driver: Driver,
+    },
+    /// Internal: supervise one session's shell (started by the agent itself).
+    #[command(hide = true)]
+    Shim {
+        /// The session's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Driver {
+    /// A host shell on a PTY: no isolation, no limits, trust tier `dev`.
+    Process,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +55,52 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Info => {
             fogshell_telemetry::print_build_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        }
+        // The shim must stay single-threaded until its shell runs: no tokio here.
+        Command::Shim { dir } => match fogshell_agent::shim::run(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { state_dir, driver } => run_here(state_dir, driver),
+    }
+}
+
+fn run_here(state_dir: PathBuf, driver: Driver) -> ExitCode {
+    let result = (|| {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+        let shim_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let host = ShimHost::new(&state_dir, shim_exe).map_err(|e| e.to_string())?;
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| format!("randomness: {e}"))?;
+        let request = SessionRequest {
+            session_id: SessionId::from_random_bytes(random),
+            tenant: "local".parse().map_err(|e| format!("{e}"))?,
+            profile: "default".parse().map_err(|e| format!("{e}"))?,
+            limits: ResourceLimits::DEFAULT,
+            network: false,
+            trust_tier: process::TRUST_TIER,
+            image_ref: None,
+        };
+        let span = tracing::info_span!("run", session_id = %request.session_id);
+        let _entered = span.enter();
+        match driver {
+            Driver::Process => {
+                let runtime_impl = ProcessRuntime::new(host, ProcessRuntime::default_shell());
+                runtime
+                    .block_on(fogshell_agent::run::run(&runtime_impl, request))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    })();
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("fogshell-agent run: {error}");
+            ExitCode::FAILURE
         }
     }
 }

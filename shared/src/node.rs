@@ -124,6 +124,13 @@ impl ResourceLimits {
         memory_bytes: 512 * 1024 * 1024,
         pids: 256,
     };
+
+    /// No limit at all: what a driver without cgroups (the `process` driver) has in force.
+    pub const UNLIMITED: Self = Self {
+        cpu_millis: u32::MAX,
+        memory_bytes: u64::MAX,
+        pids: u32::MAX,
+    };
 }
 
 /// Whether a node is fit for new work. A node under pressure takes no new sessions but keeps

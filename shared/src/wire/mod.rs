@@ -260,8 +260,9 @@ pub struct LimitsReport {
     pub applied: ResourceLimits,
     /// Limits that differ from those requested (empty means ok).
     pub mismatches: Vec<LimitMismatch>,
-    /// What the session uses now.
-    pub usage: Usage,
+    /// What the session uses now; `None` when the driver cannot measure it (the `process`
+    /// driver has no cgroup).
+    pub usage: Option<Usage>,
 }
 
 impl LimitsReport {

@@ -85,11 +85,11 @@ pub fn agent_messages() -> Vec<AgentMessage> {
                     wanted: 256,
                     found: u64::MAX,
                 }],
-                usage: Usage {
+                usage: Some(Usage {
                     memory_bytes: 1 << 20,
                     cpu_usec: 5,
                     pids: 2,
-                },
+                }),
             })),
         }),
         AgentMessage::Response(Response {

@@ -1,0 +1,13 @@
+//! `fogshell-agent`, the node agent, as a library: the binary (`main.rs`) is its CLI.
+//!
+//! - [`runtime`]: the runtime connector (`allocate`, `attach_pty`, `enforce_limits`,
+//!   `terminate`) and its drivers.
+//! - [`shim`]: the per-session supervisor process that holds a shell's terminal.
+//! - [`run`]: `fogshell-agent run`, the operator's smoke test.
+//! - [`terminal`]: the operator's own terminal, for `fogshell-agent run`.
+
+pub mod clock;
+pub mod run;
+pub mod runtime;
+pub mod shim;
+pub mod terminal;

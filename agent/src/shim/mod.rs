@@ -1,0 +1,308 @@
+//! The per-session shim: `fogshell-agent shim --dir <session dir>`.
+//!
+//! One shim per session, started by the agent and detached from it (its own process group), so
+//! the shell outlives an agent restart, as containerd's shims and conmon do. It starts the
+//! shell (a host process or a libcontainer container) while it is still single-threaded —
+//! libcontainer forks with a raw `clone3`, which deadlocks in a multi-threaded caller
+//! (notes/runtime.md) — then holds the PTY master, reaps the shell, keeps the last
+//! [`RING_BYTES`] of output, and serves the agent over `shim.sock` ([`protocol`]).
+//!
+//! Threads, started only after the shell runs: one reads the PTY, one accepts agent
+//! connections (and one per connection reads its requests), one waits for the shell to exit;
+//! the main thread owns the lifecycle (kill, exit, release).
+
+pub mod child;
+pub mod client;
+pub mod protocol;
+pub mod ring;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fogshell_shared::wire::{Decoder, encode};
+
+use self::child::Shell;
+use self::protocol::{ShimEvent, ShimRequest, ShimSpec, ShimStatus};
+use self::ring::OutputRing;
+
+/// Output kept for viewers that reconnect (the lossless-resume window).
+pub const RING_BYTES: usize = 1024 * 1024;
+
+/// How long a write to a viewer may block before the viewer is dropped: a stuck agent must
+/// not stall the shell's output forever.
+const VIEWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait for the last output after the shell exits. A background job can hold the
+/// PTY open after its shell is gone, so this is bounded.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Files in a session directory.
+pub fn spec_path(dir: &Path) -> PathBuf {
+    dir.join("spec.json")
+}
+/// The shim's socket in a session directory.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("shim.sock")
+}
+
+/// What the shim's threads share.
+struct State {
+    ring: OutputRing,
+    viewer: Option<UnixStream>,
+    exited: Option<i32>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    pid: i32,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicked thread leaves the state as consistent as any write left it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sends one event to the current viewer; drops the viewer if it cannot keep up.
+fn send(state: &mut State, event: &ShimEvent) {
+    let Some(viewer) = state.viewer.as_mut() else {
+        return;
+    };
+    let ok = encode(event)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| viewer.write_all(&bytes));
+    if let Err(error) = ok {
+        tracing::info!(%error, "viewer gone; output keeps going to the ring");
+        state.viewer = None;
+    }
+}
+
+enum Lifecycle {
+    Exited(i32),
+    Kill,
+    Release,
+}
+
+/// Runs the shim until the agent releases it. Called before any thread exists.
+pub fn run(dir: &Path) -> Result<(), String> {
+    let spec: ShimSpec = std::fs::read(spec_path(dir))
+        .map_err(|e| format!("reading {}: {e}", spec_path(dir).display()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("bad spec.json: {e}")))?;
+    let span = tracing::info_span!("shim", session_id = %spec.session_id);
+    let _entered = span.enter();
+
+    let socket = socket_path(dir);
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+
+    // The shell starts here, while this process has one thread.
+    let mut shell = Shell::start(&spec).map_err(|e| format!("starting the shell: {e}"))?;
+    let pid = shell.pid();
+    tracing::info!(pid, "shell started");
+
+    // Tell the agent we are up; it reads this one line and stops reading.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "ready {pid}");
+    let _ = stdout.flush();
+
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            ring: OutputRing::new(RING_BYTES),
+            viewer: None,
+            exited: None,
+        }),
+        pid,
+    });
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel();
+
+    let reader = shell.reader().map_err(|e| format!("PTY reader: {e}"))?;
+    let output_thread = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || pump_output(reader, &shared))
+    };
+    let (output_done_tx, output_done_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = output_thread.join();
+        let _ = output_done_tx.send(());
+    });
+    {
+        let tx = lifecycle_tx.clone();
+        std::thread::spawn(move || {
+            let code = child::wait_for_exit(pid);
+            let _ = tx.send(Lifecycle::Exited(code));
+        });
+    }
+    {
+        let shared = Arc::clone(&shared);
+        let controls = shell.controls().map_err(|e| format!("PTY writer: {e}"))?;
+        std::thread::spawn(move || accept_viewers(listener, &shared, controls, lifecycle_tx));
+    }
+
+    let mut release_requested = false;
+    for event in lifecycle_rx {
+        match event {
+            Lifecycle::Exited(code) => {
+                // Let the last output reach the ring (and the viewer) before the exit does.
+                let _ = output_done_rx.recv_timeout(DRAIN_AFTER_EXIT);
+                let mut state = shared.lock();
+                state.exited = Some(code);
+                send(&mut state, &ShimEvent::Exited { code });
+                drop(state);
+                tracing::info!(code, "shell exited");
+                if release_requested {
+                    break;
+                }
+            }
+            Lifecycle::Kill => {
+                tracing::info!("killing the shell");
+                if let Err(error) = shell.kill() {
+                    tracing::warn!(%error, "kill failed");
+                }
+            }
+            Lifecycle::Release => {
+                release_requested = true;
+                if shared.lock().exited.is_some() {
+                    break;
+                }
+                // Released while running: end the shell first; its exit ends the loop.
+                let _ = shell.kill();
+            }
+        }
+    }
+    shell.cleanup().map_err(|e| format!("cleaning up: {e}"))?;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("released");
+    Ok(())
+}
+
+/// Reads the PTY until it closes, into the ring and to the viewer.
+fn pump_output(mut reader: Box<dyn Read + Send>, shared: &Shared) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO: the shell and everything holding the terminal are gone.
+            Err(_) => return,
+        };
+        let mut state = shared.lock();
+        let offset = state.ring.end();
+        state.ring.push(&buf[..n]);
+        send(
+            &mut state,
+            &ShimEvent::Output {
+                offset,
+                data: buf[..n].to_vec(),
+            },
+        );
+    }
+}
+
+fn accept_viewers(
+    listener: UnixListener,
+    shared: &Arc<Shared>,
+    controls: child::Controls,
+    lifecycle: mpsc::Sender<Lifecycle>,
+) {
+    let controls = Arc::new(Mutex::new(controls));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let shared = Arc::clone(shared);
+        let controls = Arc::clone(&controls);
+        let lifecycle = lifecycle.clone();
+        std::thread::spawn(move || {
+            if let Err(error) = serve_viewer(conn, &shared, &controls, &lifecycle) {
+                tracing::info!(%error, "viewer connection ended");
+            }
+        });
+    }
+}
+
+fn serve_viewer(
+    mut conn: UnixStream,
+    shared: &Shared,
+    controls: &Mutex<child::Controls>,
+    lifecycle: &mpsc::Sender<Lifecycle>,
+) -> std::io::Result<()> {
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        decoder.extend(&buf[..n]);
+        while let Some(request) = decoder
+            .next_message::<ShimRequest>()
+            .map_err(std::io::Error::other)?
+        {
+            handle_request(request, &conn, shared, controls, lifecycle)?;
+        }
+    }
+}
+
+fn handle_request(
+    request: ShimRequest,
+    conn: &UnixStream,
+    shared: &Shared,
+    controls: &Mutex<child::Controls>,
+    lifecycle: &mpsc::Sender<Lifecycle>,
+) -> std::io::Result<()> {
+    let controls = || controls.lock().unwrap_or_else(|p| p.into_inner());
+    match request {
+        ShimRequest::Attach { size, from_offset } => {
+            let viewer = conn.try_clone()?;
+            viewer.set_write_timeout(Some(VIEWER_WRITE_TIMEOUT))?;
+            controls().resize(size)?;
+            let mut state = shared.lock();
+            // The new viewer replaces the old one; the old connection just stops hearing.
+            state.viewer = Some(viewer);
+            let (start, data) = state.ring.since(from_offset);
+            send(&mut state, &ShimEvent::Attached { from_offset: start });
+            if !data.is_empty() {
+                for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+                    let offset = start + (i * 64 * 1024) as u64;
+                    let data = chunk.to_vec();
+                    send(&mut state, &ShimEvent::Output { offset, data });
+                }
+            }
+            if let Some(code) = state.exited {
+                send(&mut state, &ShimEvent::Exited { code });
+            }
+        }
+        ShimRequest::Input(bytes) => controls().write_input(&bytes)?,
+        ShimRequest::Resize(size) => controls().resize(size)?,
+        ShimRequest::Kill => {
+            let _ = lifecycle.send(Lifecycle::Kill);
+        }
+        ShimRequest::Release => {
+            let _ = lifecycle.send(Lifecycle::Release);
+        }
+        ShimRequest::Status => {
+            // Written under the state lock, so it cannot interleave with output to this
+            // connection if it is also the viewer.
+            let state = shared.lock();
+            let status = ShimEvent::Status(ShimStatus {
+                pid: shared.pid,
+                exited: state.exited,
+                output_end: state.ring.end(),
+            });
+            let bytes = encode(&status).map_err(std::io::Error::other)?;
+            (&*conn).write_all(&bytes)?;
+            drop(state);
+        }
+    }
+    Ok(())
+}
