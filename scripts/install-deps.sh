@@ -8,6 +8,8 @@ set -euo pipefail
 apt_packages=(
   pkg-config   # -sys crates find their C libraries through it
   g++          # libfuzzer-sys compiles libFuzzer's C++ for the fuzz targets
+  libseccomp-dev # libcontainer's seccomp support links libseccomp
+  busybox-static # the default shell image (images/build.sh)
 )
 
 missing=()

@@ -4,9 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::sync::Arc;
+
+use fogshell_agent::image::ImageStore;
+use fogshell_agent::runtime::container::ContainerRuntime;
 use fogshell_agent::runtime::process::{self, ProcessRuntime};
 use fogshell_agent::runtime::{SessionRequest, ShimHost};
-use fogshell_shared::{ResourceLimits, SessionId};
+use fogshell_shared::{ImageRef, ResourceLimits, SessionId, TrustTier};
 use fogshell_telemetry::LogArgs;
 
 /// The fogshell node agent: runs session containers on this node for a fogshell coordinator.
@@ -30,9 +34,18 @@ enum Command {
         /// Where the agent keeps session state.
         #[arg(long, default_value = "/var/lib/fogshell-agent")]
         state_dir: PathBuf,
-        /// How to run the shell: `process` is a host shell without isolation (development).
-        #[arg(long, value_enum, default_value_t = Driver::Process)]
+        /// How to run the shell: a container (needs root), or a host shell without isolation.
+        #[arg(long, value_enum, default_value_t = Driver::Libcontainer)]
         driver: Driver,
+        /// Import the image from this OCI image-layout directory (`images/build.sh` makes one).
+        #[arg(long, conflicts_with = "image")]
+        image_layout: Option<PathBuf>,
+        /// With --image-layout: which image of the layout (its `ref.name`); the only one if unset.
+        #[arg(long, requires = "image_layout")]
+        image_name: Option<String>,
+        /// An image already in the store, pinned by digest (`repository@sha256:…`).
+        #[arg(long)]
+        image: Option<ImageRef>,
     },
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
@@ -45,6 +58,8 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Driver {
+    /// An OCI container through libcontainer, with the default profile's limits.
+    Libcontainer,
     /// A host shell on a PTY: no isolation, no limits, trust tier `dev`.
     Process,
 }
@@ -64,18 +79,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { state_dir, driver } => run_here(state_dir, driver),
+        Command::Run {
+            state_dir,
+            driver,
+            image_layout,
+            image_name,
+            image,
+        } => run_here(state_dir, driver, image_layout, image_name, image),
     }
 }
 
-fn run_here(state_dir: PathBuf, driver: Driver) -> ExitCode {
+fn run_here(
+    state_dir: PathBuf,
+    driver: Driver,
+    image_layout: Option<PathBuf>,
+    image_name: Option<String>,
+    image: Option<ImageRef>,
+) -> ExitCode {
     let result = (|| {
         let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
         let shim_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let host = ShimHost::new(&state_dir, shim_exe).map_err(|e| e.to_string())?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| format!("randomness: {e}"))?;
-        let request = SessionRequest {
+        let mut request = SessionRequest {
             session_id: SessionId::from_random_bytes(random),
             tenant: "local".parse().map_err(|e| format!("{e}"))?,
             profile: "default".parse().map_err(|e| format!("{e}"))?,
@@ -89,6 +116,36 @@ fn run_here(state_dir: PathBuf, driver: Driver) -> ExitCode {
         match driver {
             Driver::Process => {
                 let runtime_impl = ProcessRuntime::new(host, ProcessRuntime::default_shell());
+                runtime
+                    .block_on(fogshell_agent::run::run(&runtime_impl, request))
+                    .map_err(|e| e.to_string())
+            }
+            Driver::Libcontainer => {
+                if !nix::unistd::Uid::effective().is_root() {
+                    return Err(
+                        "the libcontainer driver needs root (or use --driver process)".into(),
+                    );
+                }
+                let images = Arc::new(
+                    ImageStore::new(&state_dir.join("images")).map_err(|e| e.to_string())?,
+                );
+                request.image_ref = Some(match (image_layout, image) {
+                    (Some(layout), _) => {
+                        let digest = images
+                            .import_layout(&layout, image_name.as_deref())
+                            .map_err(|e| e.to_string())?;
+                        ImageRef::pinned(None, "local/imported", digest)
+                            .map_err(|e| e.to_string())?
+                    }
+                    (None, Some(image)) => image,
+                    (None, None) => {
+                        return Err(
+                            "name an image: --image-layout DIR or --image REF@sha256:…".into()
+                        );
+                    }
+                });
+                request.trust_tier = TrustTier::Unattested;
+                let runtime_impl = ContainerRuntime::new(host, images, &state_dir);
                 runtime
                     .block_on(fogshell_agent::run::run(&runtime_impl, request))
                     .map_err(|e| e.to_string())

@@ -148,7 +148,8 @@ impl ImageStore {
                 break;
             }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).map_err(io_err("writing a blob"))?;
+            file.write_all(&buf[..n])
+                .map_err(io_err("writing a blob"))?;
         }
         let actual = Digest::from_bytes(hasher.finalize().into());
         if actual != *expected {
@@ -203,8 +204,8 @@ impl ImageStore {
         let digest = digest_of(chosen.digest())?;
         let copy = |d: &Digest| -> Result<(), ImageError> {
             let path = layout.join("blobs/sha256").join(d.hex());
-            let file =
-                std::fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+            let file = std::fs::File::open(&path)
+                .map_err(io_err(format!("opening {}", path.display())))?;
             self.put_blob(d, file)
         };
         copy(&digest)?;
@@ -267,10 +268,11 @@ impl ImageStore {
         if !rootfs.is_dir() {
             let span = tracing::info_span!("unpack", image = %digest);
             let _entered = span.enter();
-            let partial = self
-                .root
-                .join("rootfs")
-                .join(format!("{}.partial-{}", digest.hex(), std::process::id()));
+            let partial = self.root.join("rootfs").join(format!(
+                "{}.partial-{}",
+                digest.hex(),
+                std::process::id()
+            ));
             let _ = std::fs::remove_dir_all(&partial);
             std::fs::create_dir(&partial)
                 .map_err(io_err(format!("creating {}", partial.display())))?;
@@ -294,7 +296,7 @@ impl ImageStore {
         // Layers apply in manifest order, bottom first.
         for layer in manifest.layers() {
             let digest = digest_of(layer.digest())?;
-            let compression = Compression::from_media_type(&layer.media_type().to_string())
+            let compression = Compression::from_media_type(layer.media_type().as_ref())
                 .ok_or_else(|| {
                     ImageError::BadImage(format!(
                         "layer {digest} has unsupported media type {}",
@@ -303,8 +305,12 @@ impl ImageStore {
                 })?;
             let file = std::fs::File::open(self.blob_path(&digest))
                 .map_err(|_| ImageError::NotFound(digest))?;
-            unpack::apply_layer(std::io::BufReader::new(file), compression, into)
-                .map_err(|source| ImageError::Unpack { layer: digest, source })?;
+            unpack::apply_layer(std::io::BufReader::new(file), compression, into).map_err(
+                |source| ImageError::Unpack {
+                    layer: digest,
+                    source,
+                },
+            )?;
         }
         Ok(())
     }

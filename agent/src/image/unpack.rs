@@ -102,7 +102,10 @@ fn relative_link_stays_inside(entry: &Path, target: &Path) -> bool {
 /// Every existing parent of `rel` under `root` must be a directory, not a symlink.
 fn parents_are_directories(root: &Path, rel: &Path) -> std::io::Result<bool> {
     let mut at = root.to_path_buf();
-    let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
     for part in parents {
         at.push(part);
         match std::fs::symlink_metadata(&at) {
@@ -306,13 +309,24 @@ mod tests {
             (Layer::new().file("../evil", "x"), "escapes"),
             (Layer::new().file("a/../../evil", "x"), "escapes"),
             (Layer::new().file("/etc/evil", "x"), "escapes"),
-            (Layer::new().link(EntryType::Symlink, "a/up", "../../../etc"), "outside"),
-            (Layer::new().link(EntryType::Link, "hard", "../../etc/shadow"), "outside"),
-            (Layer::new().link(EntryType::Link, "hard", "/etc/shadow"), "outside"),
+            (
+                Layer::new().link(EntryType::Symlink, "a/up", "../../../etc"),
+                "outside",
+            ),
+            (
+                Layer::new().link(EntryType::Link, "hard", "../../etc/shadow"),
+                "outside",
+            ),
+            (
+                Layer::new().link(EntryType::Link, "hard", "/etc/shadow"),
+                "outside",
+            ),
             (Layer::new().device("dev/sda"), "device"),
             (
                 // An absolute symlink is fine by itself, but nothing may be written through it.
-                Layer::new().link(EntryType::Symlink, "etc", "/etc").file("etc/evil", "x"),
+                Layer::new()
+                    .link(EntryType::Symlink, "etc", "/etc")
+                    .file("etc/evil", "x"),
                 "under a symlink",
             ),
         ];
@@ -342,16 +356,31 @@ mod tests {
             .unwrap();
         assert_eq!(read(root.path(), "a/keep").as_deref(), Some("1"));
         assert!(!root.path().join("a/gone").exists());
-        assert!(!root.path().join("b/old").exists(), "opaque dir keeps no lower content");
-        assert_eq!(read(root.path(), "b/new").as_deref(), Some("4"), "this layer's content stays");
+        assert!(
+            !root.path().join("b/old").exists(),
+            "opaque dir keeps no lower content"
+        );
+        assert_eq!(
+            read(root.path(), "b/new").as_deref(),
+            Some("4"),
+            "this layer's content stays"
+        );
     }
 
     #[test]
     fn upper_layers_replace_lower_files_and_kinds() {
         let root = tempfile::tempdir().unwrap();
         Layer::new().file("x", "file").apply(root.path()).unwrap();
-        Layer::new().link(EntryType::Symlink, "x", "y").apply(root.path()).unwrap();
-        assert!(std::fs::symlink_metadata(root.path().join("x")).unwrap().file_type().is_symlink());
+        Layer::new()
+            .link(EntryType::Symlink, "x", "y")
+            .apply(root.path())
+            .unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.path().join("x"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 
     #[test]
@@ -370,10 +399,25 @@ mod tests {
 
     #[test]
     fn lexical_link_check() {
-        assert!(relative_link_stays_inside(Path::new("a/b/link"), Path::new("../c")));
-        assert!(relative_link_stays_inside(Path::new("a/b/link"), Path::new("../../c")));
-        assert!(!relative_link_stays_inside(Path::new("a/b/link"), Path::new("../../../c")));
-        assert!(!relative_link_stays_inside(Path::new("link"), Path::new("..")));
-        assert!(relative_link_stays_inside(Path::new("link"), Path::new("./x/../y")));
+        assert!(relative_link_stays_inside(
+            Path::new("a/b/link"),
+            Path::new("../c")
+        ));
+        assert!(relative_link_stays_inside(
+            Path::new("a/b/link"),
+            Path::new("../../c")
+        ));
+        assert!(!relative_link_stays_inside(
+            Path::new("a/b/link"),
+            Path::new("../../../c")
+        ));
+        assert!(!relative_link_stays_inside(
+            Path::new("link"),
+            Path::new("..")
+        ));
+        assert!(relative_link_stays_inside(
+            Path::new("link"),
+            Path::new("./x/../y")
+        ));
     }
 }

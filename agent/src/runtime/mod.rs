@@ -6,6 +6,9 @@
 //! enforced. [`ShimHost`] is the part they share: session directories, starting shims,
 //! finding them again after an agent restart.
 
+pub mod bundle;
+pub mod cgroup;
+pub mod container;
 pub mod process;
 mod shim_host;
 

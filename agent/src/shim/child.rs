@@ -19,6 +19,11 @@ pub struct Shell {
 }
 
 enum Kind {
+    /// A libcontainer container; its PTY master came through the console socket.
+    Container {
+        container: Box<libcontainer::container::Container>,
+        master: Arc<std::fs::File>,
+    },
     /// A host process started by portable-pty; it leads its own session and process group.
     /// The master is shared with the viewer threads, which resize through it.
     Process {
@@ -104,9 +109,24 @@ impl Shell {
                     },
                 })
             }
-            ChildSpec::Container { .. } => Err(std::io::Error::other(
-                "this agent build has no container support",
-            )),
+            ChildSpec::Container {
+                bundle,
+                container_id,
+                state_root,
+            } => {
+                let (container, master) = container::create(bundle, container_id, state_root)?;
+                let pid = container
+                    .pid()
+                    .map(|p| p.as_raw())
+                    .ok_or_else(|| std::io::Error::other("container has no init pid"))?;
+                Ok(Self {
+                    pid,
+                    kind: Kind::Container {
+                        container: Box::new(container),
+                        master: Arc::new(master),
+                    },
+                })
+            }
         }
     }
 
@@ -118,6 +138,7 @@ impl Shell {
     /// A reader of the terminal's output.
     pub fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
         match &self.kind {
+            Kind::Container { master, .. } => Ok(Box::new(master.try_clone()?)),
             Kind::Process { master } => lock(master)
                 .try_clone_reader()
                 .map_err(std::io::Error::other),
@@ -127,6 +148,23 @@ impl Shell {
     /// Input and resize handles, for the viewer threads.
     pub fn controls(&mut self) -> std::io::Result<Controls> {
         match &mut self.kind {
+            Kind::Container { master, .. } => {
+                let writer = Box::new(master.try_clone()?);
+                let master = Arc::clone(master);
+                let resize = move |size: TermSize| {
+                    let winsize = rustix::termios::Winsize {
+                        ws_row: size.rows(),
+                        ws_col: size.cols(),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    rustix::termios::tcsetwinsize(&*master, winsize).map_err(std::io::Error::from)
+                };
+                Ok(Controls {
+                    writer,
+                    resize: Box::new(resize),
+                })
+            }
             Kind::Process { master } => {
                 let writer = lock(master).take_writer().map_err(std::io::Error::other)?;
                 let master = Arc::clone(master);
@@ -143,10 +181,21 @@ impl Shell {
         }
     }
 
-    /// SIGKILL to the shell's whole process group.
-    pub fn kill(&self) -> std::io::Result<()> {
+    /// SIGKILL to everything the shell started: the container's every process, or the
+    /// host shell's process group.
+    pub fn kill(&mut self) -> std::io::Result<()> {
         let pid = Pid::from_raw(self.pid);
-        match &self.kind {
+        match &mut self.kind {
+            Kind::Container { container, .. } => {
+                // Killing a pid namespace's init kills every process in it; libcontainer's
+                // own kill (every pid in the cgroup) covers an init that already went.
+                match kill(pid, Signal::SIGKILL) {
+                    Ok(()) => Ok(()),
+                    Err(_) => container
+                        .kill(Signal::SIGKILL, true)
+                        .map_err(|e| std::io::Error::other(format!("killing the container: {e}"))),
+                }
+            }
             Kind::Process { .. } => killpg(pid, Signal::SIGKILL)
                 .or_else(|_| kill(pid, Signal::SIGKILL))
                 .map_err(std::io::Error::from),
@@ -156,12 +205,100 @@ impl Shell {
     /// Removes what the shell leaves behind once it has exited.
     pub fn cleanup(self) -> std::io::Result<()> {
         match self.kind {
+            // The container's cgroups and libcontainer state go; its mounts went with its
+            // mount namespace; the session directory is the agent's to remove.
+            Kind::Container { mut container, .. } => container
+                .delete(true)
+                .map_err(|e| std::io::Error::other(format!("deleting the container: {e}"))),
             // Closing the master hangs up the terminal; nothing else is left.
             Kind::Process { master } => {
                 drop(master);
                 Ok(())
             }
         }
+    }
+}
+
+mod container {
+    //! Creating a container with libcontainer, in the shim, while it is single-threaded.
+
+    use std::os::unix::net::UnixListener;
+    use std::path::Path;
+
+    use libcontainer::container::Container;
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    use libcontainer::workload::default::DefaultExecutor;
+
+    /// Creates and starts the container; returns it and its terminal's master side.
+    pub fn create(
+        bundle: &Path,
+        container_id: &str,
+        state_root: &Path,
+    ) -> std::io::Result<(Container, std::fs::File)> {
+        let to_io = |what: &str| {
+            let what = what.to_owned();
+            move |e: libcontainer::error::LibcontainerError| {
+                std::io::Error::other(format!("{what}: {e}"))
+            }
+        };
+        std::fs::create_dir_all(state_root)?;
+        // The runtime connects here and passes the PTY master (SCM_RIGHTS) during `build`;
+        // it waits in the socket's queue until accepted below.
+        let console = bundle.join("console.sock");
+        let _ = std::fs::remove_file(&console);
+        let listener = UnixListener::bind(&console)?;
+        let mut container = ContainerBuilder::new(container_id.to_owned(), SyscallType::default())
+            .with_executor(DefaultExecutor {})
+            .with_root_path(state_root)
+            .map_err(to_io("state root"))?
+            .with_console_socket(Some(&console))
+            .as_init(bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(to_io("creating the container"))?;
+        let master = receive_master(&listener);
+        let _ = std::fs::remove_file(&console);
+        let master = match master {
+            Ok(master) => master,
+            Err(error) => {
+                let _ = container.delete(true);
+                return Err(error);
+            }
+        };
+        if let Err(error) = container.start() {
+            let _ = container.delete(true);
+            return Err(std::io::Error::other(format!(
+                "starting the container: {error}"
+            )));
+        }
+        Ok((container, master))
+    }
+
+    fn receive_master(listener: &UnixListener) -> std::io::Result<std::fs::File> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+        use std::io::IoSliceMut;
+        use std::mem::MaybeUninit;
+
+        let (conn, _) = listener.accept()?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+        let mut buf = [0u8; 256];
+        recvmsg(
+            &conn,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut ancillary,
+            RecvFlags::empty(),
+        )?;
+        for message in ancillary.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = message
+                && let Some(fd) = fds.next()
+            {
+                return Ok(std::fs::File::from(fd));
+            }
+        }
+        Err(std::io::Error::other("the runtime sent no terminal"))
     }
 }
 

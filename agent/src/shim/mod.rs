@@ -176,7 +176,9 @@ pub fn run(dir: &Path) -> Result<(), String> {
                     break;
                 }
                 // Released while running: end the shell first; its exit ends the loop.
-                let _ = shell.kill();
+                if let Err(error) = shell.kill() {
+                    tracing::warn!(%error, "kill failed");
+                }
             }
         }
     }

@@ -1,0 +1,213 @@
+//! The `libcontainer` driver, the production one: each session is an OCI container created by
+//! youki's libcontainer inside the session's shim, from an image in the [`ImageStore`], with
+//! the spec [`bundle`](super::bundle) writes and the limits of the session's profile.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fogshell_shared::frame::TermSize;
+use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport, RunningSession};
+use fogshell_shared::{RuntimeDriver, RuntimeRef, SessionId};
+
+use super::bundle::{self, BundleParams};
+use super::cgroup::Layout;
+use super::shim_host::SessionRecord;
+use super::{PtyStreams, Runtime, RuntimeError, SessionRequest, ShimHost};
+use crate::image::{ImageError, ImageStore};
+use crate::shim::protocol::{ChildSpec, ShimSpec};
+
+/// Runs sessions as containers.
+#[derive(Debug, Clone)]
+pub struct ContainerRuntime {
+    host: ShimHost,
+    images: Arc<ImageStore>,
+    /// libcontainer's state root (one folder per container).
+    state_root: PathBuf,
+    cgroups: Layout,
+}
+
+/// The parent cgroup of every session container.
+const CGROUP_PARENT: &str = "/fogshell";
+
+/// A session's container id: `fs-` and the session id without dashes.
+pub fn container_id(session_id: SessionId) -> String {
+    format!("fs-{}", session_id.as_uuid().simple())
+}
+
+fn cgroups_path(session_id: SessionId) -> String {
+    format!("{CGROUP_PARENT}/{}", container_id(session_id))
+}
+
+impl ContainerRuntime {
+    /// Containers' libcontainer state lives in `<state_dir>/containers`.
+    pub fn new(host: ShimHost, images: Arc<ImageStore>, state_dir: &std::path::Path) -> Self {
+        Self {
+            host,
+            images,
+            state_root: state_dir.join("containers"),
+            cgroups: Layout::detect(),
+        }
+    }
+
+    /// The session directories and shims this driver uses.
+    pub fn host(&self) -> &ShimHost {
+        &self.host
+    }
+
+    /// The cgroup directories a session's container has (for checks that none is left).
+    pub fn cgroup_dirs(&self, session_id: SessionId) -> Vec<PathBuf> {
+        self.cgroups.dirs(&cgroups_path(session_id))
+    }
+
+    /// libcontainer's state folder for a session's container.
+    pub fn container_state_dir(&self, session_id: SessionId) -> PathBuf {
+        self.state_root.join(container_id(session_id))
+    }
+
+    async fn prepare_image(
+        &self,
+        request: &SessionRequest,
+    ) -> Result<crate::image::PreparedImage, RuntimeError> {
+        let image = request.image_ref.as_ref().ok_or_else(|| {
+            RuntimeError::Refused("the libcontainer driver needs an image".into())
+        })?;
+        let digest =
+            ImageStore::resolve(image).map_err(|e| RuntimeError::Refused(e.to_string()))?;
+        let images = Arc::clone(&self.images);
+        tokio::task::spawn_blocking(move || images.prepare(&digest))
+            .await
+            .map_err(|e| RuntimeError::Shim(format!("image task: {e}")))?
+            .map_err(|e| match e {
+                ImageError::Io { context, source } => RuntimeError::Io { context, source },
+                other => RuntimeError::Refused(other.to_string()),
+            })
+    }
+}
+
+impl Runtime for ContainerRuntime {
+    fn driver(&self) -> RuntimeDriver {
+        RuntimeDriver::Libcontainer
+    }
+
+    async fn allocate(&self, request: &SessionRequest) -> Result<RuntimeRef, RuntimeError> {
+        let span = tracing::info_span!(
+            "allocate",
+            session_id = %request.session_id,
+            tenant = %request.tenant,
+            driver = "libcontainer"
+        );
+        let _entered = span.enter();
+        if request.network {
+            return Err(RuntimeError::Refused(
+                "container networking is not available on this node; use a profile without network"
+                    .into(),
+            ));
+        }
+        let image = self.prepare_image(request).await?;
+        let dir = self.host.create_dir(request.session_id)?;
+        let result = async {
+            let read_etc = |name: &str| {
+                std::fs::read_to_string(image.rootfs.join("etc").join(name)).unwrap_or_default()
+            };
+            let (passwd, group) = (read_etc("passwd"), read_etc("group"));
+            let session = request.session_id.to_string();
+            let cgroups = cgroups_path(request.session_id);
+            let spec = bundle::spec(&BundleParams {
+                rootfs: &image.rootfs,
+                run: &image.config,
+                passwd: &passwd,
+                group: &group,
+                limits: request.limits,
+                session: &session,
+                cgroups_path: &cgroups,
+                size: TermSize::new(80, 24).expect("80x24 is in range"),
+            })
+            .map_err(|e| RuntimeError::Refused(e.to_string()))?;
+            let bundle_dir = dir.join("bundle");
+            std::fs::create_dir(&bundle_dir).map_err(RuntimeError::io("creating the bundle"))?;
+            spec.save(bundle_dir.join("config.json"))
+                .map_err(|e| RuntimeError::Shim(format!("writing config.json: {e}")))?;
+            let id = container_id(request.session_id);
+            let runtime_ref = RuntimeRef {
+                driver: RuntimeDriver::Libcontainer,
+                id: id
+                    .parse()
+                    .map_err(|e| RuntimeError::Refused(format!("{e}")))?,
+            };
+            let shim_spec = ShimSpec {
+                session_id: request.session_id,
+                size: TermSize::new(80, 24).expect("80x24 is in range"),
+                child: ChildSpec::Container {
+                    bundle: bundle_dir,
+                    container_id: id,
+                    state_root: self.state_root.clone(),
+                },
+            };
+            let record = SessionRecord {
+                session_id: request.session_id,
+                tenant: request.tenant.clone(),
+                runtime_ref: runtime_ref.clone(),
+                limits: request.limits,
+                started_at: crate::clock::now(),
+            };
+            self.host.start(&record, &shim_spec).await?;
+            Ok(runtime_ref)
+        }
+        .await;
+        match &result {
+            Ok(_) => tracing::info!(image = %image.digest, "container started"),
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        result
+    }
+
+    async fn attach_pty(
+        &self,
+        session_id: SessionId,
+        size: TermSize,
+        from_offset: u64,
+    ) -> Result<PtyStreams, RuntimeError> {
+        self.host.attach(session_id, size, from_offset).await
+    }
+
+    async fn enforce_limits(&self, session_id: SessionId) -> Result<LimitsReport, RuntimeError> {
+        let record = self.host.record(session_id)?;
+        let (applied, usage) = self
+            .cgroups
+            .read(&cgroups_path(session_id))
+            .map_err(RuntimeError::io("reading the session's cgroup"))?;
+        let wanted = record.limits;
+        let mut mismatches = Vec::new();
+        let mut check = |limit, wanted: u64, found: u64| {
+            if wanted != found {
+                mismatches.push(LimitMismatch {
+                    limit,
+                    wanted,
+                    found,
+                });
+            }
+        };
+        check(
+            LimitKind::Cpu,
+            wanted.cpu_millis.into(),
+            applied.cpu_millis.into(),
+        );
+        check(LimitKind::Memory, wanted.memory_bytes, applied.memory_bytes);
+        check(LimitKind::Pids, wanted.pids.into(), applied.pids.into());
+        Ok(LimitsReport {
+            applied,
+            mismatches,
+            usage: Some(usage),
+        })
+    }
+
+    async fn terminate(&self, session_id: SessionId) -> Result<(), RuntimeError> {
+        self.host.release(session_id).await
+    }
+
+    async fn list(&self) -> Result<Vec<RunningSession>, RuntimeError> {
+        self.host.running().await
+    }
+}
