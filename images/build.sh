@@ -6,7 +6,7 @@
 # The image is one layer: Debian's busybox-static with its applets as symlinks, /etc/passwd
 # with root and an unprivileged `user` (uid 1000), and a profile that sets a prompt. Every
 # file has a fixed owner and timestamp, the tar is sorted and gzip leaves out names and times,
-# so the same busybox-static package gives the same digest on every machine (the digest is
+# so the same busybox-static package version gives the same digest on every machine (the digest is
 # printed at the end, and written to OUT_DIR/digest).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,19 +16,15 @@ epoch=${SOURCE_DATE_EPOCH:-0}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The busybox binary: Debian's package, fetched with apt (cached .debs are reused).
-deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -n 1 || true)
-if [[ -z $deb ]]; then
-  chmod 755 "$work" # apt's download sandbox user must be able to write here
-  (cd "$work" && apt-get download -o APT::Sandbox::User=root busybox-static >/dev/null)
-  deb=$(ls "$work"/busybox-static_*.deb)
+# The busybox binary, from Debian's busybox-static package (scripts/install-deps.sh installs it).
+if ! version=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null) || [[ ! -x /bin/busybox ]]; then
+  echo "images/build.sh needs Debian's busybox-static: apt-get install busybox-static" >&2
+  exit 1
 fi
-dpkg-deb -x "$deb" "$work/pkg"
-version=$(dpkg-deb -f "$deb" Version)
 
 root=$work/rootfs
 mkdir -p "$root"/{bin,etc,home/user,root,tmp,proc,sys,dev,run}
-cp "$work/pkg/bin/busybox" "$root/bin/busybox"
+cp /bin/busybox "$root/bin/busybox"
 for applet in $("$root/bin/busybox" --list); do
   [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
 done

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Runs every fogshell check and test, as CI does (.ci/run calls exactly this):
 # prerequisites, formatting, lints, a short fuzzing pass over each network parser, then every
-# test in the workspace. Tests that need root or a service fail loudly when it is missing;
-# nothing is skipped.
+# test in the workspace. Run as root: the container tests need it. Tests that need root or a
+# service fail loudly when it is missing; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "scripts/test.sh runs the container tests, which need root: run it as root (CI does)" >&2
+  exit 1
+fi
 
 step "prerequisites"
 scripts/install-deps.sh
@@ -25,6 +30,9 @@ cargo build --workspace --bins --locked
 
 step "fuzz every network parser briefly (scripts/fuzz.sh; longer runs: docs/fuzzing.md)"
 scripts/fuzz.sh smoke "${FOGSHELL_FUZZ_SECONDS:-15}"
+
+step "build the default shell image the container tests run (images/build.sh)"
+images/build.sh
 
 step "doc tests"
 cargo test --workspace --doc --locked

@@ -1,87 +1,24 @@
 //! The `process` driver end to end: real shims (the agent binary in shim mode), real PTYs,
 //! real shells. Needs no root.
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
+use std::path::PathBuf;
+
+use common::{read_until, size, type_line, wait_exit};
 use fogshell_agent::runtime::process::ProcessRuntime;
-use fogshell_agent::runtime::{PtyStreams, Runtime, RuntimeError, SessionRequest, ShimHost};
-use fogshell_agent::shim::protocol::{ShimEvent, ShimRequest};
-use fogshell_shared::frame::TermSize;
-use fogshell_shared::{ResourceLimits, SessionId, TrustTier};
+use fogshell_agent::runtime::{Runtime, RuntimeError, ShimHost};
+use fogshell_agent::shim::protocol::ShimRequest;
+use fogshell_shared::TrustTier;
+
+fn request(seed: u8) -> fogshell_agent::runtime::SessionRequest {
+    common::request(seed, TrustTier::Dev)
+}
 
 fn runtime(state: &std::path::Path) -> ProcessRuntime {
     let host = ShimHost::new(state, PathBuf::from(env!("CARGO_BIN_EXE_fogshell-agent"))).unwrap();
     // A plain sh with a fixed prompt keeps the output predictable.
     ProcessRuntime::new(host, vec!["/bin/sh".into()])
-}
-
-fn request(seed: u8) -> SessionRequest {
-    SessionRequest {
-        session_id: SessionId::from_random_bytes([seed; 16]),
-        tenant: "org:test".parse().unwrap(),
-        profile: "default".parse().unwrap(),
-        limits: ResourceLimits::DEFAULT,
-        network: false,
-        trust_tier: TrustTier::Dev,
-        image_ref: None,
-    }
-}
-
-fn size(cols: u16, rows: u16) -> TermSize {
-    TermSize::new(cols, rows).unwrap()
-}
-
-/// Reads output until `needle` appears; returns everything read. Fails after 10 s.
-async fn read_until(streams: &mut PtyStreams, needle: &str) -> String {
-    let mut seen = String::new();
-    let wait = async {
-        loop {
-            match streams.output.next_event().await.unwrap() {
-                Some(ShimEvent::Output { data, .. }) => {
-                    seen.push_str(&String::from_utf8_lossy(&data));
-                    if seen.contains(needle) {
-                        return;
-                    }
-                }
-                Some(ShimEvent::Exited { code }) => {
-                    panic!("shell exited ({code}) before {needle:?}: {seen}")
-                }
-                Some(_) => {}
-                None => panic!("shim closed before {needle:?}: {seen}"),
-            }
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .is_err()
-    {
-        panic!("no {needle:?} within 10 s; saw: {seen:?}");
-    }
-    seen
-}
-
-async fn type_line(streams: &mut PtyStreams, line: &str) {
-    streams
-        .input
-        .send(&ShimRequest::Input(format!("{line}\n").into_bytes()))
-        .await
-        .unwrap();
-}
-
-async fn wait_exit(streams: &mut PtyStreams) -> i32 {
-    let wait = async {
-        loop {
-            match streams.output.next_event().await.unwrap() {
-                Some(ShimEvent::Exited { code }) => return code,
-                Some(_) => {}
-                None => panic!("shim closed without an exit status"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("exit within 10 s")
 }
 
 #[tokio::test]

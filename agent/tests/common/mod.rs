@@ -1,0 +1,84 @@
+//! Helpers the runtime tests share: driving a terminal through a shim.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::time::Duration;
+
+use fogshell_agent::runtime::PtyStreams;
+use fogshell_agent::shim::protocol::{ShimEvent, ShimRequest};
+use fogshell_shared::frame::TermSize;
+use fogshell_shared::{ResourceLimits, SessionId, TrustTier};
+
+/// How long any one expected output may take.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn size(cols: u16, rows: u16) -> TermSize {
+    TermSize::new(cols, rows).unwrap()
+}
+
+pub fn request(seed: u8, trust_tier: TrustTier) -> fogshell_agent::runtime::SessionRequest {
+    fogshell_agent::runtime::SessionRequest {
+        // Random bytes, so concurrent test runs on one machine never share a session id.
+        session_id: {
+            let mut bytes = [seed; 16];
+            getrandom::fill(&mut bytes[..12]).unwrap();
+            SessionId::from_random_bytes(bytes)
+        },
+        tenant: "org:test".parse().unwrap(),
+        profile: "default".parse().unwrap(),
+        limits: ResourceLimits::DEFAULT,
+        network: false,
+        trust_tier,
+        image_ref: None,
+    }
+}
+
+/// Reads output until `needle` appears; returns everything read. Fails after [`PATIENCE`].
+pub async fn read_until(streams: &mut PtyStreams, needle: &str) -> String {
+    let mut seen = String::new();
+    let wait = async {
+        loop {
+            match streams.output.next_event().await.unwrap() {
+                Some(ShimEvent::Output { data, .. }) => {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                    if seen.contains(needle) {
+                        return;
+                    }
+                }
+                Some(ShimEvent::Exited { code }) => {
+                    panic!("shell exited ({code}) before {needle:?}: {seen}")
+                }
+                Some(_) => {}
+                None => panic!("shim closed before {needle:?}: {seen}"),
+            }
+        }
+    };
+    if tokio::time::timeout(PATIENCE, wait).await.is_err() {
+        panic!("no {needle:?} within {PATIENCE:?}; saw: {seen:?}");
+    }
+    seen
+}
+
+/// Types a line (with its newline) into the terminal.
+pub async fn type_line(streams: &mut PtyStreams, line: &str) {
+    streams
+        .input
+        .send(&ShimRequest::Input(format!("{line}\n").into_bytes()))
+        .await
+        .unwrap();
+}
+
+/// Waits for the shell's exit status.
+pub async fn wait_exit(streams: &mut PtyStreams) -> i32 {
+    let wait = async {
+        loop {
+            match streams.output.next_event().await.unwrap() {
+                Some(ShimEvent::Exited { code }) => return code,
+                Some(_) => {}
+                None => panic!("shim closed without an exit status"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("an exit status in time")
+}

@@ -1,0 +1,361 @@
+//! The `libcontainer` driver end to end, as root: the default image (images/build.sh) in real
+//! containers with real cgroups, seccomp and namespaces. These tests fail, never skip, when
+//! they are not root or the default image was not built: scripts/test.sh provides both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{read_until, size, type_line, wait_exit};
+use fogshell_agent::image::ImageStore;
+use fogshell_agent::runtime::container::ContainerRuntime;
+use fogshell_agent::runtime::{Runtime, RuntimeError, SessionRequest, ShimHost};
+use fogshell_agent::shim::protocol::ShimRequest;
+use fogshell_shared::{ImageRef, ResourceLimits, TrustTier};
+use sha2::Digest as _;
+
+/// The default image's OCI layout, built by `images/build.sh`.
+fn default_image_layout() -> PathBuf {
+    let path = std::env::var_os("FOGSHELL_DEFAULT_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out/default"));
+    assert!(
+        path.join("index.json").is_file(),
+        "the default image is not built at {}: run images/build.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "container tests need root (CI runs as root): run them with sudo or as root"
+    );
+}
+
+struct Node {
+    _state: tempfile::TempDir,
+    state_dir: PathBuf,
+    images: Arc<ImageStore>,
+    runtime: ContainerRuntime,
+}
+
+impl Node {
+    fn new() -> Self {
+        require_root();
+        let state = tempfile::tempdir().unwrap();
+        let state_dir = state.path().to_path_buf();
+        let images = Arc::new(ImageStore::new(&state_dir.join("images")).unwrap());
+        let runtime = Self::runtime(&state_dir, &images);
+        Self {
+            _state: state,
+            state_dir,
+            images,
+            runtime,
+        }
+    }
+
+    /// A fresh runtime over the same state, as an agent restart makes.
+    fn runtime(state_dir: &Path, images: &Arc<ImageStore>) -> ContainerRuntime {
+        let host = ShimHost::new(
+            state_dir,
+            PathBuf::from(env!("CARGO_BIN_EXE_fogshell-agent")),
+        )
+        .unwrap();
+        ContainerRuntime::new(host, Arc::clone(images), state_dir)
+    }
+
+    fn default_image(&self) -> ImageRef {
+        let digest = self
+            .images
+            .import_layout(&default_image_layout(), Some("default"))
+            .unwrap();
+        ImageRef::pinned(None, "fogshell/default", digest).unwrap()
+    }
+
+    fn request(&self, seed: u8, limits: ResourceLimits) -> SessionRequest {
+        let mut r = common::request(seed, TrustTier::Unattested);
+        r.image_ref = Some(self.default_image());
+        r.limits = limits;
+        r
+    }
+
+    /// Nothing of the session is left: no session directory, no libcontainer state, no
+    /// cgroup, no mount.
+    fn assert_nothing_left(&self, request: &SessionRequest) {
+        let id = request.session_id;
+        assert!(
+            !self.runtime.host().session_dir(id).exists(),
+            "session directory left"
+        );
+        assert!(
+            !self.runtime.container_state_dir(id).exists(),
+            "libcontainer state left"
+        );
+        for dir in self.runtime.cgroup_dirs(id) {
+            assert!(!dir.exists(), "cgroup {} left", dir.display());
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let state = self.state_dir.display().to_string();
+        assert!(
+            !mounts.contains(&state),
+            "a mount under {state} is left:\n{mounts}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shell_in_a_container_is_isolated() {
+    let node = Node::new();
+    let req = node.request(1, ResourceLimits::DEFAULT);
+    node.runtime.allocate(&req).await.unwrap();
+    let mut pty = node
+        .runtime
+        .attach_pty(req.session_id, size(100, 30), 0)
+        .await
+        .unwrap();
+
+    type_line(&mut pty, "echo hi-$((6*7))").await;
+    read_until(&mut pty, "hi-42").await;
+
+    // A non-root user, as the image asks.
+    type_line(&mut pty, "echo uid=$(id -u)").await;
+    read_until(&mut pty, "uid=1000").await;
+
+    // Only the container's own processes: its shell and the few commands it runs.
+    let pids: u32 = query(&mut pty, "pids", "ls /proc | grep -c '^[0-9]'")
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        pids < 8,
+        "the container sees {pids} processes: host processes leak in"
+    );
+
+    // No host files: the root is the image, read-only; home and /tmp are writable.
+    let marker = format!("fogshell-host-marker-{}", std::process::id());
+    std::fs::write(std::env::temp_dir().join(&marker), "host").unwrap();
+    let out = query(&mut pty, "hostfile", &format!("ls /tmp/{marker} 2>&1")).await;
+    assert!(
+        out.contains("No such file"),
+        "a host file is visible: {out:?}"
+    );
+    std::fs::remove_file(std::env::temp_dir().join(&marker)).unwrap();
+    type_line(
+        &mut pty,
+        "touch /bin/x 2>/dev/null; echo rootfs=$?; touch ~/f /tmp/f && echo writable=yes",
+    )
+    .await;
+    read_until(&mut pty, "rootfs=1").await;
+    read_until(&mut pty, "writable=yes").await;
+
+    // Seccomp really filters: a new user namespace needs no capability, only seccomp stops it.
+    let out = query(&mut pty, "unshare", "unshare -U true 2>&1; echo $?").await;
+    assert!(
+        out.contains("Operation not permitted") && out.ends_with('1'),
+        "{out:?}"
+    );
+
+    // The terminal follows resizes.
+    type_line(&mut pty, "stty size").await;
+    read_until(&mut pty, "30 100").await;
+    pty.input
+        .send(&ShimRequest::Resize(size(132, 43)))
+        .await
+        .unwrap();
+    type_line(&mut pty, "stty size").await;
+    read_until(&mut pty, "43 132").await;
+
+    type_line(&mut pty, "exit 7").await;
+    assert_eq!(wait_exit(&mut pty).await, 7);
+    node.runtime.terminate(req.session_id).await.unwrap();
+    node.assert_nothing_left(&req);
+}
+
+/// Runs `command` in the shell and returns its output (joined on one line): typed as
+/// `echo "KEY""=$(command)"`, so the echoed input never contains `KEY=` and only the answer
+/// matches.
+async fn query(pty: &mut fogshell_agent::runtime::PtyStreams, key: &str, command: &str) -> String {
+    type_line(
+        pty,
+        &format!("echo \"{key}\"\"=$({command})\" | tr '\\n' ' '; echo \"<end\"\">\""),
+    )
+    .await;
+    let seen = read_until(pty, "<end>").await;
+    let start = seen.rfind(&format!("{key}=")).expect("the answer") + key.len() + 1;
+    let end = seen.rfind("<end>").unwrap();
+    seen[start..end].trim().to_owned()
+}
+
+#[tokio::test]
+async fn limits_hold_and_read_back() {
+    let node = Node::new();
+    let limits = ResourceLimits {
+        cpu_millis: 500,
+        memory_bytes: 64 << 20,
+        pids: 32,
+    };
+    let req = node.request(2, limits);
+    node.runtime.allocate(&req).await.unwrap();
+
+    let report = node.runtime.enforce_limits(req.session_id).await.unwrap();
+    assert!(report.is_ok(), "limits differ: {:?}", report.mismatches);
+    assert_eq!(report.applied, limits);
+    let usage = report.usage.expect("cgroup usage");
+    assert!(usage.pids >= 1 && usage.memory_bytes > 0, "{usage:?}");
+
+    let mut pty = node
+        .runtime
+        .attach_pty(req.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    // A 100 MiB buffer under a 64 MiB limit: the kernel kills dd (SIGKILL = 137), the shell lives.
+    type_line(
+        &mut pty,
+        "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null; echo oom=$?",
+    )
+    .await;
+    read_until(&mut pty, "oom=137").await;
+
+    // A fork bomb stops at the pids limit.
+    type_line(
+        &mut pty,
+        "i=0; while [ $i -lt 64 ]; do sleep 60 & i=$((i+1)); done",
+    )
+    .await;
+    read_until(&mut pty, "can't fork").await;
+    let usage = node
+        .runtime
+        .enforce_limits(req.session_id)
+        .await
+        .unwrap()
+        .usage
+        .unwrap();
+    assert!(
+        usage.pids <= 32,
+        "pids limit broken: {} processes",
+        usage.pids
+    );
+    assert!(
+        usage.pids >= 16,
+        "the bomb never ran: {} processes",
+        usage.pids
+    );
+
+    // Terminate kills all of them and leaves nothing.
+    node.runtime.terminate(req.session_id).await.unwrap();
+    node.assert_nothing_left(&req);
+}
+
+#[tokio::test]
+async fn a_container_outlives_an_agent_restart() {
+    let node = Node::new();
+    let req = node.request(3, ResourceLimits::DEFAULT);
+    node.runtime.allocate(&req).await.unwrap();
+    let mut pty = node
+        .runtime
+        .attach_pty(req.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    type_line(&mut pty, "MARK=kept-$((2*5))").await;
+    drop(pty);
+
+    let restarted = Node::runtime(&node.state_dir, &node.images);
+    let running = restarted.list().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].session_id, req.session_id);
+    let mut pty = restarted
+        .attach_pty(req.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    type_line(&mut pty, "echo $MARK").await;
+    read_until(&mut pty, "kept-10").await;
+    restarted.terminate(req.session_id).await.unwrap();
+    node.assert_nothing_left(&req);
+}
+
+#[tokio::test]
+async fn unpinned_unsafe_and_networked_requests_are_refused() {
+    let node = Node::new();
+
+    let mut tagged = node.request(4, ResourceLimits::DEFAULT);
+    tagged.image_ref = Some("busybox:latest".parse().unwrap());
+    let err = node.runtime.allocate(&tagged).await.unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Refused(m) if m.contains("pinned by digest")),
+        "{err}"
+    );
+
+    let mut networked = node.request(5, ResourceLimits::DEFAULT);
+    networked.network = true;
+    assert!(matches!(
+        node.runtime.allocate(&networked).await,
+        Err(RuntimeError::Refused(_))
+    ));
+
+    // An image whose layer climbs out of its root is refused before anything runs.
+    let layout = tempfile::tempdir().unwrap();
+    let digest = write_layout_with_layer(layout.path(), hostile_layer());
+    node.images.import_layout(layout.path(), None).unwrap();
+    let mut hostile = node.request(6, ResourceLimits::DEFAULT);
+    hostile.image_ref = Some(ImageRef::pinned(None, "evil/escape", digest).unwrap());
+    let err = node.runtime.allocate(&hostile).await.unwrap_err();
+    assert!(
+        err.to_string().contains("escapes the root filesystem"),
+        "{err}"
+    );
+    assert!(!node.runtime.host().session_dir(hostile.session_id).exists());
+    assert!(node.runtime.list().await.unwrap().is_empty());
+}
+
+/// A plain tar whose one entry is `../../escaped`, with its raw name.
+fn hostile_layer() -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    let name = b"../../escaped";
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b"evil"[..]).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Writes an OCI layout holding one image with `layer` (an uncompressed tar) as its only
+/// layer; returns the manifest digest.
+fn write_layout_with_layer(dir: &Path, layer: Vec<u8>) -> fogshell_shared::Digest {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "config": {"Cmd": ["/bin/sh"]}
+    });
+    let (config_digest, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
+    });
+    let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size}]
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    manifest_digest.parse().unwrap()
+}
