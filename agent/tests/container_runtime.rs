@@ -223,6 +223,8 @@ async fn limits_hold_and_read_back() {
     )
     .await;
     read_until(&mut pty, "oom=137").await;
+    let usage = node.runtime.enforce_limits(req.session_id).await.unwrap().usage.unwrap();
+    assert_eq!(usage.oom_kills, 1, "the OOM kill is reported");
 
     // A fork bomb stops at the pids limit.
     type_line(

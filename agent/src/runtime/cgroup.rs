@@ -65,6 +65,10 @@ impl Layout {
                     cpu_usec: parse_limit(&read(&at("cpuacct", "cpuacct.usage"))?) / 1000,
                     pids: u32::try_from(parse_limit(&read(&at("pids", "pids.current"))?))
                         .unwrap_or(u32::MAX),
+                    oom_kills: stat_field(
+                        &read(&at("memory", "memory.oom_control"))?,
+                        "oom_kill",
+                    ),
                 };
                 Ok((limits(cpu, memory, pids), usage))
             }
@@ -83,6 +87,7 @@ impl Layout {
                     cpu_usec: stat_field(&cpu_stat, "usage_usec"),
                     pids: u32::try_from(parse_limit(&read(&at("pids.current"))?))
                         .unwrap_or(u32::MAX),
+                    oom_kills: stat_field(&read(&at("memory.events"))?, "oom_kill"),
                 };
                 Ok((limits(cpu, memory, pids), usage))
             }
@@ -117,9 +122,13 @@ pub fn cpu_millis(quota_usec: Option<i64>, period_usec: u64) -> u64 {
     }
 }
 
+/// The value of `key` in a flat-keyed file (`key value` per line); 0 when absent.
 fn stat_field(stat: &str, key: &str) -> u64 {
     stat.lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok())?
+        })
         .unwrap_or(0)
 }
 
@@ -167,6 +176,8 @@ mod tests {
             ("cpu/fogshell/x/cpu.cfs_quota_us", "100000\n"),
             ("cpu/fogshell/x/cpu.cfs_period_us", "100000\n"),
             ("cpuacct/fogshell/x/cpuacct.usage", "5000000\n"),
+            ("memory/fogshell/x/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            ("v2/fogshell/x/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n"),
             ("v2/fogshell/x/memory.max", "536870912\n"),
             ("v2/fogshell/x/memory.current", "1048576\n"),
             ("v2/fogshell/x/pids.max", "256\n"),
@@ -193,7 +204,8 @@ mod tests {
             Usage {
                 memory_bytes: 1 << 20,
                 cpu_usec: 5000,
-                pids: 3
+                pids: 3,
+                oom_kills: 2,
             }
         );
     }

@@ -306,6 +306,8 @@ pub struct Usage {
     pub cpu_usec: u64,
     /// Processes now.
     pub pids: u32,
+    /// Processes the kernel killed for exceeding the memory limit, since start.
+    pub oom_kills: u64,
 }
 
 /// Unsolicited news from a node.

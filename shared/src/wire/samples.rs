@@ -89,6 +89,7 @@ pub fn agent_messages() -> Vec<AgentMessage> {
                     memory_bytes: 1 << 20,
                     cpu_usec: 5,
                     pids: 2,
+                    oom_kills: 1,
                 }),
             })),
         }),
