@@ -53,6 +53,9 @@ enum Command {
         /// The session's directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Instead of running a session, clean up after one whose shim died.
+        #[arg(long)]
+        delete: bool,
     },
 }
 
@@ -72,7 +75,11 @@ fn main() -> ExitCode {
             fogshell_telemetry::print_build_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         }
         // The shim must stay single-threaded until its shell runs: no tokio here.
-        Command::Shim { dir } => match fogshell_agent::shim::run(&dir) {
+        Command::Shim { dir, delete } => match if delete {
+            fogshell_agent::shim::delete(&dir)
+        } else {
+            fogshell_agent::shim::run(&dir)
+        } {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!("{error}");
@@ -100,6 +107,8 @@ fn run_here(
         let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
         let shim_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let host = ShimHost::new(&state_dir, shim_exe).map_err(|e| e.to_string())?;
+        // Sessions left by an earlier run that crashed are cleaned up first.
+        runtime.block_on(host.reap_dead()).map_err(|e| e.to_string())?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| format!("randomness: {e}"))?;
         let mut request = SessionRequest {

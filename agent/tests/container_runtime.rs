@@ -223,7 +223,13 @@ async fn limits_hold_and_read_back() {
     )
     .await;
     read_until(&mut pty, "oom=137").await;
-    let usage = node.runtime.enforce_limits(req.session_id).await.unwrap().usage.unwrap();
+    let usage = node
+        .runtime
+        .enforce_limits(req.session_id)
+        .await
+        .unwrap()
+        .usage
+        .unwrap();
     assert_eq!(usage.oom_kills, 1, "the OOM kill is reported");
 
     // A fork bomb stops at the pids limit.
@@ -365,4 +371,54 @@ fn write_layout_with_layer(dir: &Path, layer: Vec<u8>) -> fogshell_shared::Diges
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     manifest_digest.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_container_whose_shim_died_is_reaped() {
+    let node = Node::new();
+    let req = node.request(7, ResourceLimits::DEFAULT);
+    node.runtime.allocate(&req).await.unwrap();
+    // A process that survives the terminal's hangup when the shim (and its PTY master) dies.
+    let mut pty = node
+        .runtime
+        .attach_pty(req.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    type_line(
+        &mut pty,
+        "nohup sleep 1000 >/dev/null 2>&1 & echo \"start\"\"ed\"",
+    )
+    .await;
+    read_until(&mut pty, "started").await;
+    drop(pty);
+    let init = node
+        .runtime
+        .host()
+        .status(req.session_id)
+        .await
+        .unwrap()
+        .pid;
+    let shim = common::parent_pid(init);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    common::wait_gone(shim).await;
+    assert!(node.runtime.container_state_dir(req.session_id).exists());
+    let procs = node.runtime.cgroup_dirs(req.session_id)[0].join("cgroup.procs");
+    let left = std::fs::read_to_string(&procs).unwrap();
+    assert!(
+        !left.trim().is_empty(),
+        "the nohup'd process should still run in the container"
+    );
+    assert!(
+        node.runtime.list().await.unwrap().is_empty(),
+        "a session without a shim is not running"
+    );
+
+    let reaped = node.runtime.host().reap_dead().await.unwrap();
+    assert_eq!(reaped, vec![req.session_id]);
+    // Its cgroups are gone, which the kernel allows only once no process is left in them.
+    node.assert_nothing_left(&req);
 }

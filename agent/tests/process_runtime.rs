@@ -177,3 +177,24 @@ async fn limits_are_reported_unenforced_and_other_tiers_refused() {
         Err(RuntimeError::NoSuchSession(_))
     ));
 }
+
+#[tokio::test]
+async fn a_shell_whose_shim_died_is_reaped() {
+    let state = tempfile::tempdir().unwrap();
+    let rt = runtime(state.path());
+    let req = request(7);
+    rt.allocate(&req).await.unwrap();
+    let shell = rt.host().status(req.session_id).await.unwrap().pid;
+    let shim = common::parent_pid(shell);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    common::wait_gone(shim).await;
+    assert_eq!(rt.host().reap_dead().await.unwrap(), vec![req.session_id]);
+    common::wait_gone(shell).await;
+    assert!(!rt.host_dir(req.session_id).exists());
+    // Reaping again finds nothing.
+    assert!(rt.host().reap_dead().await.unwrap().is_empty());
+}

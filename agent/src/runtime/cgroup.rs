@@ -65,10 +65,7 @@ impl Layout {
                     cpu_usec: parse_limit(&read(&at("cpuacct", "cpuacct.usage"))?) / 1000,
                     pids: u32::try_from(parse_limit(&read(&at("pids", "pids.current"))?))
                         .unwrap_or(u32::MAX),
-                    oom_kills: stat_field(
-                        &read(&at("memory", "memory.oom_control"))?,
-                        "oom_kill",
-                    ),
+                    oom_kills: stat_field(&read(&at("memory", "memory.oom_control"))?, "oom_kill"),
                 };
                 Ok((limits(cpu, memory, pids), usage))
             }
@@ -176,8 +173,14 @@ mod tests {
             ("cpu/fogshell/x/cpu.cfs_quota_us", "100000\n"),
             ("cpu/fogshell/x/cpu.cfs_period_us", "100000\n"),
             ("cpuacct/fogshell/x/cpuacct.usage", "5000000\n"),
-            ("memory/fogshell/x/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            ("v2/fogshell/x/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n"),
+            (
+                "memory/fogshell/x/memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            ),
+            (
+                "v2/fogshell/x/memory.events",
+                "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+            ),
             ("v2/fogshell/x/memory.max", "536870912\n"),
             ("v2/fogshell/x/memory.current", "1048576\n"),
             ("v2/fogshell/x/pids.max", "256\n"),

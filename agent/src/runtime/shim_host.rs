@@ -202,7 +202,8 @@ impl ShimHost {
     }
 
     /// Kills the shell, lets the shim clean up and exit, then removes the session directory.
-    /// A session whose shim is already gone just has its directory removed.
+    /// When the shim is already gone, a cleanup process (`shim --delete`) kills and deletes
+    /// what its shell left instead.
     pub async fn release(&self, session_id: SessionId) -> Result<(), RuntimeError> {
         let dir = self.session_dir(session_id);
         if !dir.exists() {
@@ -211,8 +212,10 @@ impl ShimHost {
         let socket = socket_path(&dir);
         if client::request(&socket, &ShimRequest::Release)
             .await
-            .is_ok()
+            .is_err()
         {
+            self.delete_orphan(&dir).await?;
+        } else {
             // The shim removes its socket as the last thing before it exits.
             let deadline = tokio::time::Instant::now() + SHIM_RELEASE_TIMEOUT;
             while socket.exists() {
@@ -226,6 +229,58 @@ impl ShimHost {
         }
         std::fs::remove_dir_all(&dir)
             .map_err(RuntimeError::io(format!("removing {}", dir.display())))
+    }
+
+    async fn delete_orphan(&self, dir: &Path) -> Result<(), RuntimeError> {
+        if !spec_path(dir).exists() {
+            // Nothing was started for it (a crash before the shim ran).
+            return Ok(());
+        }
+        let output = tokio::process::Command::new(&self.shim_exe)
+            .arg("shim")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--delete")
+            .env_clear()
+            .output()
+            .await
+            .map_err(RuntimeError::io(format!(
+                "starting {}",
+                self.shim_exe.display()
+            )))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Shim(format!(
+                "cleaning up {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )))
+        }
+    }
+
+    /// Removes every session whose shim no longer answers (it crashed, or the node rebooted):
+    /// what its shell left is killed and deleted. Returns the sessions removed. An agent calls
+    /// this when it starts, before it reports what runs.
+    pub async fn reap_dead(&self) -> Result<Vec<SessionId>, RuntimeError> {
+        let entries = std::fs::read_dir(&self.sessions).map_err(RuntimeError::io(format!(
+            "listing {}",
+            self.sessions.display()
+        )))?;
+        let mut reaped = Vec::new();
+        for entry in entries.flatten() {
+            let Some(session_id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                tracing::warn!(path = %entry.path().display(), "not a session directory; left alone");
+                continue;
+            };
+            if self.status(session_id).await.is_ok() {
+                continue;
+            }
+            tracing::info!(%session_id, "removing a session whose shim is gone");
+            self.release(session_id).await?;
+            reaped.push(session_id);
+        }
+        Ok(reaped)
     }
 
     /// The running sessions, as the wire protocol reports them: those whose shim answers.

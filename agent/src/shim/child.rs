@@ -302,6 +302,37 @@ mod container {
     }
 }
 
+/// Kills and removes what a dead shim's shell left: the container (libcontainer finds its
+/// processes through its cgroup), or the host shell's process group.
+pub fn delete_orphan(spec: &ShimSpec, pid: Option<i32>) -> std::io::Result<()> {
+    match &spec.child {
+        ChildSpec::Container {
+            container_id,
+            state_root,
+            ..
+        } => {
+            let state = state_root.join(container_id);
+            if !state.exists() {
+                return Ok(());
+            }
+            let mut container = libcontainer::container::Container::load(state)
+                .map_err(|e| std::io::Error::other(format!("loading the container: {e}")))?;
+            // A running container is killed first; `delete(force)` does that too, but the
+            // explicit kill reaches every process in the cgroup.
+            let _ = container.kill(Signal::SIGKILL, true);
+            container
+                .delete(true)
+                .map_err(|e| std::io::Error::other(format!("deleting the container: {e}")))
+        }
+        ChildSpec::Process { .. } => {
+            if let Some(pid) = pid {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -91,11 +91,34 @@ enum Lifecycle {
     Release,
 }
 
+/// The shell's pid, written once it runs: what a cleanup needs when the shim is gone.
+fn pid_path(dir: &Path) -> PathBuf {
+    dir.join("shell.pid")
+}
+
+fn read_spec(dir: &Path) -> Result<ShimSpec, String> {
+    std::fs::read(spec_path(dir))
+        .map_err(|e| format!("reading {}: {e}", spec_path(dir).display()))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("bad spec.json: {e}")))
+}
+
+/// Cleans up after a shim that died: kills what its shell left running and deletes the
+/// container. Run as its own single-threaded process (`fogshell-agent shim --delete`), since
+/// it calls libcontainer.
+pub fn delete(dir: &Path) -> Result<(), String> {
+    let spec = read_spec(dir)?;
+    let pid = std::fs::read_to_string(pid_path(dir))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    tracing::info!(session_id = %spec.session_id, ?pid, "cleaning up after a dead shim");
+    child::delete_orphan(&spec, pid).map_err(|e| format!("cleaning up: {e}"))?;
+    let _ = std::fs::remove_file(socket_path(dir));
+    Ok(())
+}
+
 /// Runs the shim until the agent releases it. Called before any thread exists.
 pub fn run(dir: &Path) -> Result<(), String> {
-    let spec: ShimSpec = std::fs::read(spec_path(dir))
-        .map_err(|e| format!("reading {}: {e}", spec_path(dir).display()))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("bad spec.json: {e}")))?;
+    let spec = read_spec(dir)?;
     let span = tracing::info_span!("shim", session_id = %spec.session_id);
     let _entered = span.enter();
 
@@ -110,6 +133,9 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let mut shell = Shell::start(&spec).map_err(|e| format!("starting the shell: {e}"))?;
     let pid = shell.pid();
     tracing::info!(pid, "shell started");
+    if let Err(error) = std::fs::write(pid_path(dir), format!("{pid}\n")) {
+        tracing::warn!(%error, "could not record the shell's pid");
+    }
 
     // Tell the agent we are up; it reads this one line and stops reading.
     let mut stdout = std::io::stdout();

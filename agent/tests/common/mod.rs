@@ -82,3 +82,33 @@ pub async fn wait_exit(streams: &mut PtyStreams) -> i32 {
         .await
         .expect("an exit status in time")
 }
+
+/// The parent of a process, from `/proc/<pid>/stat`.
+pub fn parent_pid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            !after.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until a process is gone (or a zombie), failing after [`PATIENCE`].
+pub async fn wait_gone(pid: i32) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
