@@ -10,6 +10,8 @@ apt_packages=(
   g++          # libfuzzer-sys compiles libFuzzer's C++ for the fuzz targets
   libseccomp-dev # libcontainer's seccomp support links libseccomp
   busybox-static # the default shell image (images/build.sh)
+  docker-registry # a real OCI registry on loopback for the image pull tests
+  skopeo       # pushes the default image into that registry
 )
 
 missing=()

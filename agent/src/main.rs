@@ -7,6 +7,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use fogshell_agent::image::ImageStore;
+use fogshell_agent::image::registry::{RegistryClient, RegistryConfig};
 use fogshell_agent::runtime::container::ContainerRuntime;
 use fogshell_agent::runtime::process::{self, ProcessRuntime};
 use fogshell_agent::runtime::{SessionRequest, ShimHost};
@@ -43,9 +44,13 @@ enum Command {
         /// With --image-layout: which image of the layout (its `ref.name`); the only one if unset.
         #[arg(long, requires = "image_layout")]
         image_name: Option<String>,
-        /// An image already in the store, pinned by digest (`repository@sha256:…`).
+        /// An image pinned by digest (`registry/repository@sha256:…`), pulled unless the
+        /// store has it.
         #[arg(long)]
         image: Option<ImageRef>,
+        /// A registry (`host:port`) to reach over plain HTTP; repeat for several.
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
     },
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
@@ -92,7 +97,15 @@ fn main() -> ExitCode {
             image_layout,
             image_name,
             image,
-        } => run_here(state_dir, driver, image_layout, image_name, image),
+            insecure_registries,
+        } => run_here(
+            state_dir,
+            driver,
+            image_layout,
+            image_name,
+            image,
+            insecure_registries,
+        ),
     }
 }
 
@@ -102,13 +115,16 @@ fn run_here(
     image_layout: Option<PathBuf>,
     image_name: Option<String>,
     image: Option<ImageRef>,
+    insecure_registries: Vec<String>,
 ) -> ExitCode {
     let result = (|| {
         let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
         let shim_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let host = ShimHost::new(&state_dir, shim_exe).map_err(|e| e.to_string())?;
         // Sessions left by an earlier run that crashed are cleaned up first.
-        runtime.block_on(host.reap_dead()).map_err(|e| e.to_string())?;
+        runtime
+            .block_on(host.reap_dead())
+            .map_err(|e| e.to_string())?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| format!("randomness: {e}"))?;
         let mut request = SessionRequest {
@@ -154,7 +170,10 @@ fn run_here(
                     }
                 });
                 request.trust_tier = TrustTier::Unattested;
-                let runtime_impl = ContainerRuntime::new(host, images, &state_dir);
+                let registry = RegistryClient::new(&RegistryConfig {
+                    insecure: insecure_registries,
+                });
+                let runtime_impl = ContainerRuntime::new(host, images, Some(registry), &state_dir);
                 runtime
                     .block_on(fogshell_agent::run::run(&runtime_impl, request))
                     .map_err(|e| e.to_string())

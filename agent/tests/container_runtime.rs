@@ -64,7 +64,7 @@ impl Node {
             PathBuf::from(env!("CARGO_BIN_EXE_fogshell-agent")),
         )
         .unwrap();
-        ContainerRuntime::new(host, Arc::clone(images), state_dir)
+        ContainerRuntime::new(host, Arc::clone(images), None, state_dir)
     }
 
     fn default_image(&self) -> ImageRef {
@@ -421,4 +421,117 @@ async fn a_container_whose_shim_died_is_reaped() {
     assert_eq!(reaped, vec![req.session_id]);
     // Its cgroups are gone, which the kernel allows only once no process is left in them.
     node.assert_nothing_left(&req);
+}
+
+fn with_registry(node: &Node, registry: &common::LocalRegistry) -> ContainerRuntime {
+    let host = ShimHost::new(
+        &node.state_dir,
+        PathBuf::from(env!("CARGO_BIN_EXE_fogshell-agent")),
+    )
+    .unwrap();
+    let client = fogshell_agent::image::registry::RegistryClient::new(
+        &fogshell_agent::image::registry::RegistryConfig {
+            insecure: vec![registry.addr.clone()],
+        },
+    );
+    ContainerRuntime::new(
+        host,
+        Arc::clone(&node.images),
+        Some(client),
+        &node.state_dir,
+    )
+}
+
+fn default_digest() -> fogshell_shared::Digest {
+    std::fs::read_to_string(default_image_layout().join("digest"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn images_are_pulled_by_digest_once_for_concurrent_sessions() {
+    let node = Node::new();
+    let registry = common::LocalRegistry::start();
+    registry.push_layout(&default_image_layout(), "default", "fogshell/default");
+    let runtime = with_registry(&node, &registry);
+    let image: ImageRef = format!("{}/fogshell/default@{}", registry.addr, default_digest())
+        .parse()
+        .unwrap();
+
+    let mut a = common::request(8, TrustTier::Unattested);
+    a.image_ref = Some(image.clone());
+    let mut b = common::request(9, TrustTier::Unattested);
+    b.image_ref = Some(image.clone());
+    let (ra, rb) = tokio::join!(runtime.allocate(&a), runtime.allocate(&b));
+    ra.unwrap();
+    rb.unwrap();
+
+    let manifest = node.images.manifest(&default_digest()).unwrap();
+    let layer = manifest.layers()[0].digest().to_string();
+    assert_eq!(
+        registry.gets(&format!("/blobs/{layer}")),
+        1,
+        "the layer was pulled more than once"
+    );
+
+    let mut pty = runtime
+        .attach_pty(b.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    type_line(&mut pty, "echo pulled-$((40+2))").await;
+    read_until(&mut pty, "pulled-42").await;
+    for r in [&a, &b] {
+        runtime.terminate(r.session_id).await.unwrap();
+        node.assert_nothing_left(r);
+    }
+}
+
+#[tokio::test]
+async fn a_tampered_blob_is_refused() {
+    let node = Node::new();
+    let registry = common::LocalRegistry::start();
+    registry.push_layout(&default_image_layout(), "default", "fogshell/default");
+    // Overwrite the layer in the registry's storage: it now serves other bytes under its digest.
+    let manifest_bytes = std::fs::read(
+        default_image_layout()
+            .join("blobs/sha256")
+            .join(default_digest().hex()),
+    )
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let layer_hex = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let data = registry.storage.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{layer_hex}/data",
+        &layer_hex[..2]
+    ));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let runtime = with_registry(&node, &registry);
+    let mut req = common::request(10, TrustTier::Unattested);
+    req.image_ref = Some(
+        format!("{}/fogshell/default@{}", registry.addr, default_digest())
+            .parse()
+            .unwrap(),
+    );
+    let err = runtime.allocate(&req).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&layer_hex) && (err.contains("digest") || err.contains("Digest")),
+        "{err}"
+    );
+    assert!(
+        !node
+            .images
+            .has_blob(&format!("sha256:{layer_hex}").parse().unwrap()),
+        "a bad blob was kept"
+    );
+    assert!(runtime.list().await.unwrap().is_empty());
 }

@@ -11,6 +11,7 @@
 //! image is unpacked into a temporary folder renamed into place when complete, so a crash
 //! never leaves a half-unpacked image that looks whole.
 
+pub mod registry;
 pub mod unpack;
 
 use std::collections::HashMap;
@@ -103,7 +104,7 @@ pub struct ImageStore {
     unpacking: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
 
-fn digest_of(d: &oci_spec::image::Digest) -> Result<Digest, ImageError> {
+pub(crate) fn digest_of(d: &oci_spec::image::Digest) -> Result<Digest, ImageError> {
     d.to_string()
         .parse()
         .map_err(|e| ImageError::BadImage(format!("digest {d}: {e}")))
@@ -122,7 +123,8 @@ impl ImageStore {
         })
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    /// Where a blob is stored (it may not be there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
@@ -133,11 +135,10 @@ impl ImageStore {
 
     /// Stores a blob if its content has the expected digest; a blob already held is kept.
     pub fn put_blob(&self, expected: &Digest, mut content: impl Read) -> Result<(), ImageError> {
-        let path = self.blob_path(expected);
-        if path.is_file() {
+        if self.has_blob(expected) {
             return Ok(());
         }
-        let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+        let tmp = self.download_path(expected);
         let mut file =
             std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
         let mut hasher = Sha256::new();
@@ -151,16 +152,35 @@ impl ImageStore {
             file.write_all(&buf[..n])
                 .map_err(io_err("writing a blob"))?;
         }
-        let actual = Digest::from_bytes(hasher.finalize().into());
+        file.sync_all().map_err(io_err("syncing a blob"))?;
+        self.commit_blob(expected, Digest::from_bytes(hasher.finalize().into()), &tmp)
+    }
+
+    /// Where a blob is written while it downloads; [`Self::adopt_blob`] moves it into place.
+    pub fn download_path(&self, digest: &Digest) -> PathBuf {
+        self.blob_path(digest)
+            .with_extension(format!("partial-{}", std::process::id()))
+    }
+
+    /// Stores a downloaded file as a blob if its content has the expected digest.
+    pub fn adopt_blob(&self, expected: &Digest, file: &Path) -> Result<(), ImageError> {
+        let mut reader =
+            std::fs::File::open(file).map_err(io_err(format!("opening {}", file.display())))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut reader, &mut hasher).map_err(io_err("hashing a blob"))?;
+        self.commit_blob(expected, Digest::from_bytes(hasher.finalize().into()), file)
+    }
+
+    fn commit_blob(&self, expected: &Digest, actual: Digest, tmp: &Path) -> Result<(), ImageError> {
         if actual != *expected {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Err(ImageError::DigestMismatch {
                 expected: *expected,
                 actual,
             });
         }
-        file.sync_all().map_err(io_err("syncing a blob"))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(format!("storing {}", path.display())))
+        let path = self.blob_path(expected);
+        std::fs::rename(tmp, &path).map_err(io_err(format!("storing {}", path.display())))
     }
 
     fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
@@ -218,29 +238,10 @@ impl ImageStore {
     }
 
     /// The manifest stored under `digest`; an index is resolved to this machine's platform.
-    fn manifest(&self, digest: &Digest) -> Result<ImageManifest, ImageError> {
+    pub fn manifest(&self, digest: &Digest) -> Result<ImageManifest, ImageError> {
         let bytes = self.read_blob(digest)?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ImageError::BadImage(format!("manifest {digest}: {e}")))?;
-        let media_type = value["mediaType"].as_str().unwrap_or_default();
-        let is_index = media_type == "application/vnd.oci.image.index.v1+json"
-            || media_type == "application/vnd.docker.distribution.manifest.list.v2+json";
-        if is_index {
-            let index = ImageIndex::from_reader(&bytes[..])
-                .map_err(|e| ImageError::BadImage(format!("index {digest}: {e}")))?;
-            let arch = oci_arch();
-            let entry = index
-                .manifests()
-                .iter()
-                .find(|m| {
-                    m.platform().as_ref().is_some_and(|p| {
-                        p.architecture().to_string() == arch && p.os().to_string() == "linux"
-                    })
-                })
-                .ok_or_else(|| {
-                    ImageError::BadImage(format!("index {digest} has no linux/{arch} image"))
-                })?;
-            return self.manifest(&digest_of(entry.digest())?);
+        if let Some(platform) = platform_manifest(&bytes)? {
+            return self.manifest(&platform);
         }
         ImageManifest::from_reader(&bytes[..])
             .map_err(|e| ImageError::BadImage(format!("manifest {digest}: {e}")))
@@ -341,6 +342,41 @@ impl ImageStore {
             cwd: config.working_dir().clone().filter(|d| !d.is_empty()),
         })
     }
+}
+
+/// The media types of manifests and indexes fogshell reads.
+pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// The digest of the manifest for this machine's platform in an index, or `None` when the
+/// document is not an index.
+pub fn platform_manifest(document: &[u8]) -> Result<Option<Digest>, ImageError> {
+    let value: serde_json::Value = serde_json::from_slice(document)
+        .map_err(|e| ImageError::BadImage(format!("manifest: {e}")))?;
+    let media_type = value["mediaType"].as_str().unwrap_or_default();
+    let is_index = media_type == "application/vnd.oci.image.index.v1+json"
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+        || (media_type.is_empty() && value.get("manifests").is_some());
+    if !is_index {
+        return Ok(None);
+    }
+    let index = ImageIndex::from_reader(document)
+        .map_err(|e| ImageError::BadImage(format!("index: {e}")))?;
+    let arch = oci_arch();
+    let entry = index
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                p.architecture().to_string() == arch && p.os().to_string() == "linux"
+            })
+        })
+        .ok_or_else(|| ImageError::BadImage(format!("the index has no linux/{arch} image")))?;
+    digest_of(entry.digest()).map(Some)
 }
 
 /// This machine's architecture as OCI names it.

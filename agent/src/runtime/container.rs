@@ -2,6 +2,7 @@
 //! youki's libcontainer inside the session's shim, from an image in the [`ImageStore`], with
 //! the spec [`bundle`](super::bundle) writes and the limits of the session's profile.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use super::bundle::{self, BundleParams};
 use super::cgroup::Layout;
 use super::shim_host::SessionRecord;
 use super::{PtyStreams, Runtime, RuntimeError, SessionRequest, ShimHost};
+use crate::image::registry::RegistryClient;
 use crate::image::{ImageError, ImageStore};
 use crate::shim::protocol::{ChildSpec, ShimSpec};
 
@@ -21,6 +23,10 @@ use crate::shim::protocol::{ChildSpec, ShimSpec};
 pub struct ContainerRuntime {
     host: ShimHost,
     images: Arc<ImageStore>,
+    /// Where images missing from the store are pulled from.
+    registry: Option<RegistryClient>,
+    /// One pull at a time per image: two sessions wanting one image pull it once.
+    pulls: Arc<tokio::sync::Mutex<HashMap<fogshell_shared::Digest, Arc<tokio::sync::Mutex<()>>>>>,
     /// libcontainer's state root (one folder per container).
     state_root: PathBuf,
     cgroups: Layout,
@@ -39,11 +45,19 @@ fn cgroups_path(session_id: SessionId) -> String {
 }
 
 impl ContainerRuntime {
-    /// Containers' libcontainer state lives in `<state_dir>/containers`.
-    pub fn new(host: ShimHost, images: Arc<ImageStore>, state_dir: &std::path::Path) -> Self {
+    /// Containers' libcontainer state lives in `<state_dir>/containers`. Images missing from
+    /// the store are pulled through `registry`, when there is one.
+    pub fn new(
+        host: ShimHost,
+        images: Arc<ImageStore>,
+        registry: Option<RegistryClient>,
+        state_dir: &std::path::Path,
+    ) -> Self {
         Self {
             host,
             images,
+            registry,
+            pulls: Arc::default(),
             state_root: state_dir.join("containers"),
             cgroups: Layout::detect(),
         }
@@ -71,16 +85,48 @@ impl ContainerRuntime {
         let image = request.image_ref.as_ref().ok_or_else(|| {
             RuntimeError::Refused("the libcontainer driver needs an image".into())
         })?;
-        let digest =
-            ImageStore::resolve(image).map_err(|e| RuntimeError::Refused(e.to_string()))?;
+        let digest = ImageStore::resolve(image).map_err(image_error)?;
+        match self.prepare_stored(digest).await {
+            Err(ImageError::NotFound(_)) if self.registry.is_some() => {}
+            other => return other.map_err(image_error),
+        }
+        // Missing from the store: pull it, once, however many sessions wait for it.
+        let lock = {
+            let mut pulls = self.pulls.lock().await;
+            Arc::clone(pulls.entry(digest).or_default())
+        };
+        let _pulling = lock.lock().await;
+        if let Some(registry) = &self.registry {
+            match self.prepare_stored(digest).await {
+                Err(ImageError::NotFound(_)) => {
+                    registry
+                        .pull(&self.images, image)
+                        .await
+                        .map_err(image_error)?;
+                }
+                other => return other.map_err(image_error),
+            }
+        }
+        self.prepare_stored(digest).await.map_err(image_error)
+    }
+
+    async fn prepare_stored(
+        &self,
+        digest: fogshell_shared::Digest,
+    ) -> Result<crate::image::PreparedImage, ImageError> {
         let images = Arc::clone(&self.images);
         tokio::task::spawn_blocking(move || images.prepare(&digest))
             .await
-            .map_err(|e| RuntimeError::Shim(format!("image task: {e}")))?
-            .map_err(|e| match e {
-                ImageError::Io { context, source } => RuntimeError::Io { context, source },
-                other => RuntimeError::Refused(other.to_string()),
-            })
+            .map_err(|e| ImageError::BadImage(format!("image task: {e}")))?
+    }
+}
+
+/// An image problem as the runtime reports it: I/O faults are the node's, everything else
+/// (unpinned, missing, corrupt, hostile) refuses the request.
+fn image_error(error: ImageError) -> RuntimeError {
+    match error {
+        ImageError::Io { context, source } => RuntimeError::Io { context, source },
+        other => RuntimeError::Refused(other.to_string()),
     }
 }
 
