@@ -2,12 +2,14 @@
 //!
 //! - [`runtime`]: the runtime connector (`allocate`, `attach_pty`, `enforce_limits`,
 //!   `terminate`) and its drivers.
+//! - [`config`]: the agent's configuration file and its defaults.
 //! - [`image`]: the image store: blobs by digest, layers unpacked safely, once.
 //! - [`shim`]: the per-session supervisor process that holds a shell's terminal.
 //! - [`run`]: `fogshell-agent run`, the operator's smoke test.
 //! - [`terminal`]: the operator's own terminal, for `fogshell-agent run`.
 
 pub mod clock;
+pub mod config;
 pub mod image;
 pub mod run;
 pub mod runtime;

@@ -10,6 +10,7 @@
 //! - [`wire`]: the agent ↔ coordinator protocol over QUIC (postcard, length-prefixed).
 //! - [`audit`]: audit events and the hash chain over them.
 //! - [`session`]: the session lifecycle state machine.
+//! - [`profile`]: named session profiles and the built-in `default`.
 //! - [`placement`], [`node`], [`ids`], [`image`], [`timestamp`], [`secret`]: the vocabulary
 //!   the others are written in.
 
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod image;
 pub mod node;
 pub mod placement;
+pub mod profile;
 pub mod secret;
 pub mod session;
 pub mod timestamp;
