@@ -31,7 +31,7 @@ enum Command {
     Info,
     /// Run a shell on this node in the current terminal, with no coordinator, then remove it:
     /// an operator's check that the node can run sessions.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
     Shim {
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
 }
 
 /// `fogshell-agent run`: returns the shell's exit status.
-fn run_here(args: RunArgs) -> Result<i32, String> {
+fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
     let mut config = AgentConfig::load(args.config.as_deref())?;
     let state_dir = args.state_dir.unwrap_or(config.state_dir.clone());
     config.registries.insecure.extend(args.insecure_registries);
