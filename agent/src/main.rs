@@ -140,6 +140,7 @@ fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
         network: profile.network,
         trust_tier: process::TRUST_TIER,
         image_ref: None,
+        command: None,
     };
     let span = tracing::info_span!("run", session_id = %request.session_id);
     let _entered = span.enter();

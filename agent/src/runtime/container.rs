@@ -157,10 +157,14 @@ impl Runtime for ContainerRuntime {
             };
             let (passwd, group) = (read_etc("passwd"), read_etc("group"));
             let session = request.session_id.to_string();
+            let mut run = image.config.clone();
+            if let Some(command) = &request.command {
+                run.argv = command.clone();
+            }
             let cgroups = cgroups_path(request.session_id);
             let spec = bundle::spec(&BundleParams {
                 rootfs: &image.rootfs,
-                run: &image.config,
+                run: &run,
                 passwd: &passwd,
                 group: &group,
                 limits: request.limits,

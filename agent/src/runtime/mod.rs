@@ -76,6 +76,8 @@ pub struct SessionRequest {
     pub trust_tier: TrustTier,
     /// The image, pinned by digest; the `process` driver runs the host's shell and needs none.
     pub image_ref: Option<ImageRef>,
+    /// A command to run instead of the image's (or the host's) shell.
+    pub command: Option<Vec<String>>,
 }
 
 impl From<&AllocateSpec> for SessionRequest {
@@ -88,6 +90,7 @@ impl From<&AllocateSpec> for SessionRequest {
             network: spec.network,
             trust_tier: spec.placement.trust_tier,
             image_ref: Some(spec.image_ref.clone()),
+            command: None,
         }
     }
 }

@@ -77,7 +77,7 @@ impl Runtime for ProcessRuntime {
             session_id: spec.session_id,
             size: TermSize::new(80, 24).expect("80x24 is in range"),
             child: ChildSpec::Process {
-                argv: self.shell.clone(),
+                argv: spec.command.clone().unwrap_or_else(|| self.shell.clone()),
                 cwd: home.clone(),
                 env: session_env(&home, spec.session_id),
             },

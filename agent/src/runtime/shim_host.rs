@@ -210,22 +210,24 @@ impl ShimHost {
             return Err(RuntimeError::NoSuchSession(session_id));
         }
         let socket = socket_path(&dir);
-        if client::request(&socket, &ShimRequest::Release)
+        // The shim closes the connection by exiting, after its cleanup; it removes its socket
+        // as the very last step, so a socket still there means the cleanup did not finish.
+        let released = async {
+            let (mut writer, mut reader) = client::connect(&socket).await?;
+            writer.send(&ShimRequest::Release).await?;
+            while reader.next_event().await?.is_some() {}
+            Ok::<_, std::io::Error>(())
+        };
+        if tokio::time::timeout(SHIM_RELEASE_TIMEOUT, released)
             .await
             .is_err()
         {
+            return Err(RuntimeError::Shim(format!(
+                "session {session_id}: the shim did not finish within {SHIM_RELEASE_TIMEOUT:?}"
+            )));
+        }
+        if socket.exists() {
             self.delete_orphan(&dir).await?;
-        } else {
-            // The shim removes its socket as the last thing before it exits.
-            let deadline = tokio::time::Instant::now() + SHIM_RELEASE_TIMEOUT;
-            while socket.exists() {
-                if tokio::time::Instant::now() > deadline {
-                    return Err(RuntimeError::Shim(format!(
-                        "session {session_id}: the shim did not finish within {SHIM_RELEASE_TIMEOUT:?}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
         }
         std::fs::remove_dir_all(&dir)
             .map_err(RuntimeError::io(format!("removing {}", dir.display())))

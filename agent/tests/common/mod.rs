@@ -29,6 +29,7 @@ pub fn request(seed: u8, trust_tier: TrustTier) -> fogshell_agent::runtime::Sess
         network: false,
         trust_tier,
         image_ref: None,
+        command: None,
     }
 }
 
