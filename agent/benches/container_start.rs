@@ -95,20 +95,22 @@ fn main() {
             }
         };
         // fogshell
-        let (total, _) = tokio.block_on(fogshell_once(
+        let (total, _, phases) = tokio.block_on(fogshell_once(
             &fogshell,
             request(Some(&["/bin/true"])),
             None,
         ));
         keep("fogshell", "true", total);
-        let (total, first) = tokio.block_on(fogshell_once(
+        keep("fogshell", "true: allocate (create+start)", phases.allocate);
+        keep("fogshell", "true: terminate (delete)", phases.terminate);
+        let (total, first, _) = tokio.block_on(fogshell_once(
             &fogshell,
             request(Some(&["/bin/echo", "hi"])),
             Some("hi"),
         ));
         keep("fogshell", "echo: first byte", first.unwrap());
         keep("fogshell", "echo: exit+delete", total);
-        let (_, first) = tokio.block_on(fogshell_once(&fogshell, request(None), Some("$ ")));
+        let (_, first, _) = tokio.block_on(fogshell_once(&fogshell, request(None), Some("$ ")));
         keep("fogshell", "prompt", first.unwrap());
         // peers, on the same image and limits
         for runtime in ["crun", "runc"] {
@@ -175,16 +177,24 @@ fn main() {
     );
 }
 
+/// Where one fogshell session's time went.
+struct Phases {
+    allocate: Duration,
+    terminate: Duration,
+}
+
 /// One session: allocate, attach, optionally wait for `needle` in the output (first-byte
-/// time), wait for the exit when a command was given, terminate. Returns (total, first).
+/// time), wait for the exit when a command was given, terminate. Returns (total, first,
+/// phases).
 async fn fogshell_once(
     runtime: &ContainerRuntime,
     request: SessionRequest,
     needle: Option<&str>,
-) -> (Duration, Option<Duration>) {
+) -> (Duration, Option<Duration>, Phases) {
     let t0 = Instant::now();
     let runs_to_exit = request.command.is_some();
     runtime.allocate(&request).await.unwrap();
+    let allocate = t0.elapsed();
     let mut pty = runtime
         .attach_pty(request.session_id, TermSize::new(80, 24).unwrap(), 0)
         .await
@@ -207,8 +217,17 @@ async fn fogshell_once(
             None => panic!("shim closed"),
         }
     }
+    let before_terminate = Instant::now();
     runtime.terminate(request.session_id).await.unwrap();
-    (t0.elapsed(), first)
+    let terminate = before_terminate.elapsed();
+    (
+        t0.elapsed(),
+        first,
+        Phases {
+            allocate,
+            terminate,
+        },
+    )
 }
 
 /// crun and runc on a bundle of the same image, root and limits as fogshell's spec, without

@@ -535,3 +535,25 @@ async fn a_tampered_blob_is_refused() {
     );
     assert!(runtime.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_command_runs_instead_of_the_shell_and_its_status_comes_back() {
+    let node = Node::new();
+    let mut req = node.request(11, ResourceLimits::DEFAULT);
+    req.command = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo from-$((3*3)); exit 3".into(),
+    ]);
+    node.runtime.allocate(&req).await.unwrap();
+    // Attaching after the command may already have exited still replays its output and status.
+    let mut pty = node
+        .runtime
+        .attach_pty(req.session_id, size(80, 24), 0)
+        .await
+        .unwrap();
+    read_until(&mut pty, "from-9").await;
+    assert_eq!(wait_exit(&mut pty).await, 3);
+    node.runtime.terminate(req.session_id).await.unwrap();
+    node.assert_nothing_left(&req);
+}

@@ -310,8 +310,9 @@ impl ShimHost {
     }
 }
 
-/// Writes JSON so that a crash never leaves a half-written file: a temporary file, fsync,
-/// rename.
+/// Writes JSON so that a crash of the agent never leaves a half-written file: a temporary
+/// file renamed into place. No fsync: these files describe running processes, which a power
+/// loss ends anyway, and an fsync on the session start path costs milliseconds.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| RuntimeError::Shim(format!("encoding {}: {e}", path.display())))?;
@@ -321,7 +322,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> 
         let mut file = std::fs::File::create(&tmp)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&bytes)?;
-        file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
     write().map_err(RuntimeError::io(format!("writing {}", path.display())))

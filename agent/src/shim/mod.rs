@@ -118,6 +118,7 @@ pub fn delete(dir: &Path) -> Result<(), String> {
 
 /// Runs the shim until the agent releases it. Called before any thread exists.
 pub fn run(dir: &Path) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let spec = read_spec(dir)?;
     let span = tracing::info_span!("shim", session_id = %spec.session_id);
     let _entered = span.enter();
@@ -132,7 +133,11 @@ pub fn run(dir: &Path) -> Result<(), String> {
     // The shell starts here, while this process has one thread.
     let mut shell = Shell::start(&spec).map_err(|e| format!("starting the shell: {e}"))?;
     let pid = shell.pid();
-    tracing::info!(pid, "shell started");
+    tracing::info!(
+        pid,
+        startup_us = started.elapsed().as_micros() as u64,
+        "shell started"
+    );
     if let Err(error) = std::fs::write(pid_path(dir), format!("{pid}\n")) {
         tracing::warn!(%error, "could not record the shell's pid");
     }
