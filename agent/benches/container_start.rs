@@ -273,7 +273,7 @@ impl Peers {
             dir,
             rootfs: prepared.rootfs.clone(),
             crun_ns,
-            holder: holder,
+            holder,
         }
     }
 }
