@@ -392,6 +392,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         apply_layer(&gz.finish().unwrap()[..], Compression::Gzip, root.path()).unwrap();
         assert_eq!(read(root.path(), "z").as_deref(), Some("zipped"));
+
+        let zst = ruzstd::encoding::compress_to_vec(
+            &tar[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let root = tempfile::tempdir().unwrap();
+        apply_layer(&zst[..], Compression::Zstd, root.path()).unwrap();
+        assert_eq!(read(root.path(), "z").as_deref(), Some("zipped"));
+
         let root = tempfile::tempdir().unwrap();
         assert!(apply_layer(&b"not gzip"[..], Compression::Gzip, root.path()).is_err());
         assert!(apply_layer(&b"not zstd"[..], Compression::Zstd, root.path()).is_err());
