@@ -74,10 +74,10 @@ fn layer(entries: &[(String, Kind)]) -> Vec<u8> {
             continue;
         }
         h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
-        if let Kind::Symlink(t) | Kind::Hardlink(t) = kind {
-            if t.is_empty() || h.set_link_name(t).is_err() {
-                continue;
-            }
+        if let Kind::Symlink(t) | Kind::Hardlink(t) = kind
+            && (t.is_empty() || h.set_link_name(t).is_err())
+        {
+            continue;
         }
         h.set_cksum();
         let body: &[u8] = if entry_type == tar::EntryType::Regular {
