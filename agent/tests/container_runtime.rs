@@ -82,6 +82,16 @@ impl Node {
         r
     }
 
+    /// The session's resource use, from its cgroup.
+    async fn usage(&self, request: &SessionRequest) -> fogshell_shared::wire::Usage {
+        let report = self
+            .runtime
+            .enforce_limits(request.session_id)
+            .await
+            .unwrap();
+        report.usage.expect("a container reports its cgroup usage")
+    }
+
     /// Nothing of the session is left: no session directory, no libcontainer state, no
     /// cgroup, no mount.
     fn assert_nothing_left(&self, request: &SessionRequest) {
@@ -223,13 +233,7 @@ async fn limits_hold_and_read_back() {
     )
     .await;
     read_until(&mut pty, "oom=137").await;
-    let usage = node
-        .runtime
-        .enforce_limits(req.session_id)
-        .await
-        .unwrap()
-        .usage
-        .unwrap();
+    let usage = node.usage(&req).await;
     assert_eq!(usage.oom_kills, 1, "the OOM kill is reported");
 
     // A fork bomb stops at the pids limit.
@@ -239,13 +243,7 @@ async fn limits_hold_and_read_back() {
     )
     .await;
     read_until(&mut pty, "can't fork").await;
-    let usage = node
-        .runtime
-        .enforce_limits(req.session_id)
-        .await
-        .unwrap()
-        .usage
-        .unwrap();
+    let usage = node.usage(&req).await;
     assert!(
         usage.pids <= 32,
         "pids limit broken: {} processes",

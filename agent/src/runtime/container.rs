@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fogshell_shared::frame::TermSize;
-use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport, RunningSession};
+use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport};
 use fogshell_shared::{RuntimeDriver, RuntimeRef, SessionId};
 
 use super::bundle::{self, BundleParams};
 use super::cgroup::Layout;
 use super::shim_host::SessionRecord;
-use super::{PtyStreams, Runtime, RuntimeError, SessionRequest, ShimHost};
+use super::{Runtime, RuntimeError, SessionRequest, ShimHost};
 use crate::image::registry::RegistryClient;
 use crate::image::{ImageError, ImageStore};
 use crate::shim::protocol::{ChildSpec, ShimSpec};
@@ -61,11 +61,6 @@ impl ContainerRuntime {
             state_root: state_dir.join("containers"),
             cgroups: Layout::detect(),
         }
-    }
-
-    /// The session directories and shims this driver uses.
-    pub fn host(&self) -> &ShimHost {
-        &self.host
     }
 
     /// The cgroup directories a session's container has (for checks that none is left).
@@ -131,6 +126,10 @@ fn image_error(error: ImageError) -> RuntimeError {
 }
 
 impl Runtime for ContainerRuntime {
+    fn host(&self) -> &ShimHost {
+        &self.host
+    }
+
     fn driver(&self) -> RuntimeDriver {
         RuntimeDriver::Libcontainer
     }
@@ -213,15 +212,6 @@ impl Runtime for ContainerRuntime {
         result
     }
 
-    async fn attach_pty(
-        &self,
-        session_id: SessionId,
-        size: TermSize,
-        from_offset: u64,
-    ) -> Result<PtyStreams, RuntimeError> {
-        self.host.attach(session_id, size, from_offset).await
-    }
-
     async fn enforce_limits(&self, session_id: SessionId) -> Result<LimitsReport, RuntimeError> {
         let record = self.host.record(session_id)?;
         let (applied, usage) = self
@@ -251,13 +241,5 @@ impl Runtime for ContainerRuntime {
             mismatches,
             usage: Some(usage),
         })
-    }
-
-    async fn terminate(&self, session_id: SessionId) -> Result<(), RuntimeError> {
-        self.host.release(session_id).await
-    }
-
-    async fn list(&self) -> Result<Vec<RunningSession>, RuntimeError> {
-        self.host.running().await
     }
 }

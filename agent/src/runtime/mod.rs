@@ -119,14 +119,19 @@ pub trait Runtime: Send + Sync {
         request: &SessionRequest,
     ) -> impl Future<Output = Result<RuntimeRef, RuntimeError>> + Send;
 
+    /// The session directories and shims the driver runs its sessions under.
+    fn host(&self) -> &ShimHost;
+
     /// `attach_pty(runtime_ref) -> streams`: connects a viewer to the shell's terminal,
-    /// replaying output from `from_offset`.
+    /// replaying output from `from_offset`. The same for every driver: the shim holds it.
     fn attach_pty(
         &self,
         session_id: SessionId,
         size: TermSize,
         from_offset: u64,
-    ) -> impl Future<Output = Result<PtyStreams, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<PtyStreams, RuntimeError>> + Send {
+        self.host().attach(session_id, size, from_offset)
+    }
 
     /// `enforce_limits(runtime_ref) -> ok/fail`: the limits in force, read back, against those
     /// asked for.
@@ -135,12 +140,17 @@ pub trait Runtime: Send + Sync {
         session_id: SessionId,
     ) -> impl Future<Output = Result<LimitsReport, RuntimeError>> + Send;
 
-    /// `terminate(runtime_ref)`: kills the shell and removes everything of the session.
+    /// `terminate(runtime_ref)`: kills the shell and removes everything of the session (the
+    /// shim deletes the container; a dead shim's leftovers are cleaned up instead).
     fn terminate(
         &self,
         session_id: SessionId,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        self.host().release(session_id)
+    }
 
     /// The sessions this node runs (after a restart too).
-    fn list(&self) -> impl Future<Output = Result<Vec<RunningSession>, RuntimeError>> + Send;
+    fn list(&self) -> impl Future<Output = Result<Vec<RunningSession>, RuntimeError>> + Send {
+        self.host().running()
+    }
 }

@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 
 use fogshell_shared::frame::TermSize;
-use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport, RunningSession};
+use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport};
 use fogshell_shared::{ResourceLimits, RuntimeDriver, RuntimeRef, SessionId, TrustTier};
 
 use super::shim_host::SessionRecord;
-use super::{PtyStreams, Runtime, RuntimeError, SessionRequest, ShimHost};
+use super::{Runtime, RuntimeError, SessionRequest, ShimHost};
 use crate::shim::protocol::{ChildSpec, ShimSpec};
 
 /// Runs sessions as host shells.
@@ -30,11 +30,6 @@ impl ProcessRuntime {
         Self { host, shell }
     }
 
-    /// The session directories and shims this driver uses.
-    pub fn host(&self) -> &ShimHost {
-        &self.host
-    }
-
     /// A session's directory (for checks that nothing is left behind).
     pub fn host_dir(&self, session_id: SessionId) -> PathBuf {
         self.host.session_dir(session_id)
@@ -51,6 +46,10 @@ impl ProcessRuntime {
 }
 
 impl Runtime for ProcessRuntime {
+    fn host(&self) -> &ShimHost {
+        &self.host
+    }
+
     fn driver(&self) -> RuntimeDriver {
         RuntimeDriver::Process
     }
@@ -97,15 +96,6 @@ impl Runtime for ProcessRuntime {
         Ok(runtime_ref)
     }
 
-    async fn attach_pty(
-        &self,
-        session_id: SessionId,
-        size: TermSize,
-        from_offset: u64,
-    ) -> Result<PtyStreams, RuntimeError> {
-        self.host.attach(session_id, size, from_offset).await
-    }
-
     async fn enforce_limits(&self, session_id: SessionId) -> Result<LimitsReport, RuntimeError> {
         let record = self.host.record(session_id)?;
         // No cgroup: every limit is unenforced, and the report says so.
@@ -123,14 +113,6 @@ impl Runtime for ProcessRuntime {
             ],
             usage: None,
         })
-    }
-
-    async fn terminate(&self, session_id: SessionId) -> Result<(), RuntimeError> {
-        self.host.release(session_id).await
-    }
-
-    async fn list(&self) -> Result<Vec<RunningSession>, RuntimeError> {
-        self.host.running().await
     }
 }
 
