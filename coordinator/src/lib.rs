@@ -1,0 +1,7 @@
+//! `fogshell-coordinator`, the control plane, as a library: the binary (`main.rs`) is its CLI.
+//!
+//! - [`pki`]: the coordinator's certificate authority for node and server certificates.
+//! - [`join_tokens`]: single-use, expiring tokens that let a new node enroll.
+
+pub mod join_tokens;
+pub mod pki;

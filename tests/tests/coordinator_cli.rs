@@ -1,0 +1,77 @@
+//! The coordinator's operator commands, through the real binary: `init` makes the CA once,
+//! `join-token create` mints a token shown once, `join-token list` shows state, never secrets.
+
+use fogshell_e2e::run;
+
+fn field<'a>(output: &'a str, name: &str) -> &'a str {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name:?} in {output}"))
+}
+
+#[test]
+fn init_makes_the_ca_once_and_tokens_are_minted_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+
+    let first = run("fogshell-coordinator", &["init", "--data-dir", data_arg]);
+    assert!(first.status.success(), "{first:?}");
+    let first = String::from_utf8(first.stdout).unwrap();
+    let hash = field(&first, "ca hash:").to_owned();
+    assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
+
+    let second = run("fogshell-coordinator", &["init", "--data-dir", data_arg]);
+    let second = String::from_utf8(second.stdout).unwrap();
+    assert_eq!(
+        field(&second, "ca hash:"),
+        hash,
+        "init must keep the CA it made"
+    );
+
+    let created = run(
+        "fogshell-coordinator",
+        &[
+            "join-token",
+            "create",
+            "--data-dir",
+            data_arg,
+            "--ttl",
+            "30m",
+            "--description",
+            "fog-a",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let created = String::from_utf8(created.stdout).unwrap();
+    let token = field(&created, "token:").to_owned();
+    assert_eq!(field(&created, "ca hash:"), hash);
+    let (id, secret) = token.split_once('.').unwrap();
+
+    let listed = run(
+        "fogshell-coordinator",
+        &["join-token", "list", "--data-dir", data_arg],
+    );
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(id))
+        .expect("the token is listed");
+    assert!(line.contains("valid") && line.contains("fog-a"), "{line}");
+    assert!(!listed.contains(secret), "list must never show a secret");
+}
+
+#[test]
+fn a_ttl_out_of_range_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for ttl in ["1s", "90d", "soon"] {
+        let out = run(
+            "fogshell-coordinator",
+            &["join-token", "create", "--data-dir", data, "--ttl", ttl],
+        );
+        assert_eq!(out.status.code(), Some(2), "--ttl {ttl}: {out:?}");
+    }
+}
