@@ -3,6 +3,7 @@
 //! - [`runtime`]: the runtime connector (`allocate`, `attach_pty`, `enforce_limits`,
 //!   `terminate`) and its drivers.
 //! - [`config`]: the agent's configuration file and its defaults.
+//! - [`enroll`]: `fogshell-agent join`, enrollment with a pinned coordinator CA.
 //! - [`image`]: the image store: blobs by digest, layers unpacked safely, once.
 //! - [`shim`]: the per-session supervisor process that holds a shell's terminal.
 //! - [`run`]: `fogshell-agent run`, the operator's smoke test.
@@ -10,6 +11,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod image;
 pub mod run;
 pub mod runtime;

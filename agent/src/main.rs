@@ -32,6 +32,9 @@ enum Command {
     /// Run a shell on this node in the current terminal, with no coordinator, then remove it:
     /// an operator's check that the node can run sessions.
     Run(Box<RunArgs>),
+    /// Enroll this node with a coordinator: pin its CA, redeem a join token, store the node
+    /// certificate.
+    Join(JoinArgs),
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
     Shim {
@@ -42,6 +45,28 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct JoinArgs {
+    /// The coordinator's QUIC endpoint, `host:port`.
+    #[arg(long)]
+    coordinator: String,
+    /// The join token (`fogshell-coordinator join-token create` prints it).
+    #[arg(long, env = "FOGSHELL_JOIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The coordinator CA's key hash, `sha256:…` (`fogshell-coordinator init` prints it).
+    #[arg(long)]
+    ca_hash: String,
+    /// This node's id (lowercase letters, digits, '-'); it becomes its certificate's name.
+    #[arg(long)]
+    node_id: fogshell_shared::NodeId,
+    /// The agent's configuration file [default: /etc/fogshell/agent.toml if it exists].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the agent keeps its state [default: the config's state_dir].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +128,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Join(args) => match join(args) {
+            Ok(paths) => {
+                println!("joined: certificate in {}", paths.certificate.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("fogshell-agent join: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => match run_here(args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(error) => {
@@ -111,6 +146,38 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `fogshell-agent join`.
+fn join(args: JoinArgs) -> Result<fogshell_agent::enroll::IdentityPaths, String> {
+    let config = AgentConfig::load(args.config.as_deref())?;
+    let state_dir = args.state_dir.unwrap_or(config.state_dir);
+    let (host, _) = args
+        .coordinator
+        .rsplit_once(':')
+        .ok_or("--coordinator must be host:port")?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    runtime.block_on(async {
+        let address = tokio::net::lookup_host(&args.coordinator)
+            .await
+            .map_err(|e| format!("resolving {}: {e}", args.coordinator))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", args.coordinator))?;
+        fogshell_agent::enroll::join(
+            address,
+            &host,
+            fogshell_shared::Secret::new(args.token),
+            &args.ca_hash,
+            args.node_id,
+            &state_dir,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// `fogshell-agent run`: returns the shell's exit status.

@@ -33,6 +33,19 @@ enum Command {
     /// Manage join tokens, with which new nodes enroll.
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),
+    /// Serve the QUIC endpoint agents enroll through (the agent link, the API and the console
+    /// are still to come). Runs until interrupted.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// UDP address for QUIC.
+        #[arg(long, default_value = "0.0.0.0:7443")]
+        listen: std::net::SocketAddr,
+        /// Names agents reach the coordinator by, for its certificate (DNS names or IPs);
+        /// repeatable.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +111,11 @@ fn main() -> ExitCode {
             description,
         }) => create_token(&data.data_dir, ttl, &description),
         Command::JoinToken(JoinTokenCommand::List { data }) => list_tokens(&data.data_dir),
+        Command::Serve {
+            data,
+            listen,
+            names,
+        } => serve(&data.data_dir, listen, &names),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +162,46 @@ fn create_token(data_dir: &std::path::Path, ttl: u32, description: &str) -> Resu
     );
     println!("ca hash: {}", ca.ca_hash());
     Ok(())
+}
+
+fn serve(
+    data_dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    names: &[String],
+) -> Result<(), String> {
+    use fogshell_coordinator::fabric;
+    use std::sync::Arc;
+
+    ensure_data_dir(data_dir)?;
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(data_dir, now().0).map_err(|e| e.to_string())?,
+    );
+    let tokens = TokenStore::open(data_dir).map_err(|e| e.to_string())?;
+    let config = fabric::server_config(&ca, names, now().0)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    runtime.block_on(async {
+        let endpoint =
+            fabric::bind(listen, config).map_err(|e| format!("binding {listen}: {e}"))?;
+        let local = endpoint.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%local, ca_hash = %ca.ca_hash(), "serving enrollment");
+        // The one line scripts and tests wait for.
+        println!("listening on {local}");
+        let enrollment = Arc::new(fabric::enroll::Enrollment {
+            ca: Arc::clone(&ca),
+            tokens,
+        });
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| format!("watching SIGTERM: {e}"))?;
+        tokio::select! {
+            () = fabric::serve(endpoint.clone(), enrollment) => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = terminate.recv() => tracing::info!("terminated"),
+        }
+        endpoint.close(0u32.into(), b"coordinator stopping");
+        endpoint.wait_idle().await;
+        Ok(())
+    })
 }
 
 fn list_tokens(data_dir: &std::path::Path) -> Result<(), String> {

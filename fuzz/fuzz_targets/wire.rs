@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
     body::<CoordinatorMessage>(data);
     body::<PtyStreamHeader>(data);
     body::<PtyMessage>(data);
+    body::<fogshell_shared::wire::join::JoinRequest>(data);
+    body::<fogshell_shared::wire::join::JoinResponse>(data);
 
     // The stream decoder, bytes arriving in two pieces; the first byte picks the split.
     let Some((&split, stream)) = data.split_first() else {

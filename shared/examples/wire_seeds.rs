@@ -33,6 +33,17 @@ fn main() -> std::io::Result<()> {
             encode(m).map_err(std::io::Error::other)?,
         );
     }
+    let (request, responses) = samples::join_messages();
+    add(
+        "join-request".into(),
+        encode(&request).map_err(std::io::Error::other)?,
+    );
+    for (i, m) in responses.iter().enumerate() {
+        add(
+            format!("join-response-{i}"),
+            encode(m).map_err(std::io::Error::other)?,
+        );
+    }
     for (name, body) in &bodies {
         std::fs::write(dir.join(name), body)?;
     }

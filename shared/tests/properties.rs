@@ -68,6 +68,8 @@ fn decode_all_wire(bytes: &[u8]) {
     check::<CoordinatorMessage>(bytes);
     check::<PtyStreamHeader>(bytes);
     check::<PtyMessage>(bytes);
+    check::<fogshell_shared::wire::join::JoinRequest>(bytes);
+    check::<fogshell_shared::wire::join::JoinResponse>(bytes);
 }
 
 proptest! {
@@ -84,6 +86,15 @@ proptest! {
 
     #[test]
     fn pty_messages_round_trip(m in arb::<PtyMessage>()) { wire_round_trip(&m)?; }
+
+    #[test]
+    fn join_messages_round_trip(
+        request in arb::<fogshell_shared::wire::join::JoinRequest>(),
+        response in arb::<fogshell_shared::wire::join::JoinResponse>(),
+    ) {
+        wire_round_trip(&request)?;
+        wire_round_trip(&response)?;
+    }
 
     #[test]
     fn client_frames_round_trip(f in arb::<ClientFrame>()) {

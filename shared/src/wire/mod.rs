@@ -11,6 +11,7 @@
 //! decode (node ids, terminal sizes, image references), so a decoded message is well formed.
 
 pub mod codec;
+pub mod join;
 pub mod samples;
 pub mod version;
 
@@ -371,6 +372,9 @@ mod tests {
         samples::coordinator_messages().iter().for_each(round_trip);
         round_trip(&samples::pty_header());
         samples::pty_messages().iter().for_each(round_trip);
+        let (request, responses) = samples::join_messages();
+        round_trip(&request);
+        responses.iter().for_each(round_trip);
     }
 
     #[test]

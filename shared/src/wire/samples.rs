@@ -175,3 +175,25 @@ pub fn pty_messages() -> Vec<PtyMessage> {
         PtyMessage::Exit { code: -1 },
     ]
 }
+
+/// Both enrollment messages and both answers.
+pub fn join_messages() -> (super::join::JoinRequest, Vec<super::join::JoinResponse>) {
+    use super::join::{JoinRequest, JoinResponse};
+    let request = JoinRequest {
+        versions: SUPPORTED_VERSIONS,
+        node_id: NodeId::new("fog-a").expect("valid id"),
+        token: crate::Secret::new("abcdef.0123456789abcdefghijklmn"),
+        csr_der: vec![0x30, 0x82, 0x01, 0x00],
+    };
+    let responses = vec![
+        JoinResponse::Accepted {
+            certificate_der: vec![0x30, 1, 2],
+            ca_der: vec![0x30, 3, 4],
+        },
+        JoinResponse::Refused(Refusal {
+            code: ErrorCode::PolicyDenied,
+            message: "join.token_reused: join token already used".into(),
+        }),
+    ];
+    (request, responses)
+}

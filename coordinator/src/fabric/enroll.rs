@@ -1,0 +1,109 @@
+//! The enrollment endpoint: redeem a join token, sign the node's CSR.
+
+use std::sync::Arc;
+
+use fogshell_shared::ErrorCode;
+use fogshell_shared::wire::join::{JoinRequest, JoinResponse};
+use fogshell_shared::wire::{Refusal, SUPPORTED_VERSIONS, encode, negotiate};
+
+use super::{close, read_single};
+use crate::join_tokens::{RedeemError, TokenStore};
+use crate::pki::CertificateAuthority;
+
+/// How long a node certificate is valid.
+pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(30);
+
+/// What enrollment needs.
+#[derive(Debug)]
+pub struct Enrollment {
+    /// Signs node certificates.
+    pub ca: Arc<CertificateAuthority>,
+    /// Join tokens.
+    pub tokens: TokenStore,
+}
+
+impl Enrollment {
+    /// Decides one join request.
+    pub fn decide(&self, request: &JoinRequest, now: time::OffsetDateTime) -> JoinResponse {
+        let refused = |code, message: String| JoinResponse::Refused(Refusal { code, message });
+        if let Err(mismatch) = negotiate(SUPPORTED_VERSIONS, request.versions) {
+            return refused(ErrorCode::UnsupportedVersion, mismatch.to_string());
+        }
+        let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let at = fogshell_shared::Timestamp::from_unix_millis(millis)
+            .unwrap_or(fogshell_shared::Timestamp::UNIX_EPOCH);
+        match self.tokens.redeem(&request.token, at) {
+            Ok(token_id) => {
+                match self.ca.issue_node_certificate(
+                    &request.node_id,
+                    &request.csr_der,
+                    NODE_CERT_VALIDITY,
+                    now,
+                ) {
+                    Ok(cert) => {
+                        tracing::info!(node_id = %request.node_id, %token_id, "node enrolled");
+                        JoinResponse::Accepted {
+                            certificate_der: cert.der,
+                            ca_der: self.ca.cert_der().to_vec(),
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(node_id = %request.node_id, %error, "enrollment refused: bad CSR");
+                        refused(ErrorCode::InvalidRequest, error.to_string())
+                    }
+                }
+            }
+            Err(RedeemError::Refused(reason)) => {
+                // Recorded as policy.denied once the audit log exists; logged with its rule.
+                tracing::warn!(node_id = %request.node_id, rule_id = reason.rule_id(), "policy.denied: {reason}");
+                refused(
+                    ErrorCode::PolicyDenied,
+                    format!("{}: {reason}", reason.rule_id()),
+                )
+            }
+            Err(RedeemError::Io(error)) => {
+                tracing::error!(%error, "enrollment failed: token store");
+                refused(
+                    ErrorCode::Internal,
+                    "the coordinator could not record the token".into(),
+                )
+            }
+        }
+    }
+}
+
+/// Serves the one exchange of an enrollment connection.
+pub async fn serve_connection(connection: quinn::Connection, enrollment: &Enrollment) {
+    let remote = connection.remote_address();
+    let span = tracing::info_span!("enroll", %remote);
+    let _entered = span.enter();
+    let (mut send, mut recv) = match connection.accept_bi().await {
+        Ok(streams) => streams,
+        Err(error) => {
+            tracing::info!(%error, "no enrollment stream");
+            return;
+        }
+    };
+    let request: JoinRequest = match read_single(&mut recv).await {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!(%error, "malformed join request");
+            connection.close(close::PROTOCOL_ERROR.into(), b"malformed join request");
+            return;
+        }
+    };
+    let response = enrollment.decide(&request, time::OffsetDateTime::now_utc());
+    let refused = matches!(response, JoinResponse::Refused(_));
+    match encode(&response) {
+        Ok(bytes) => {
+            let _ = send.write_all(&bytes).await;
+            let _ = send.finish();
+            // Let the answer reach the agent before the connection goes.
+            let _ = send.stopped().await;
+        }
+        Err(error) => tracing::error!(%error, "could not encode the join response"),
+    }
+    if refused {
+        connection.close(close::REFUSED.into(), b"enrollment refused");
+    }
+}

@@ -1,0 +1,128 @@
+//! The coordinator's QUIC endpoint: one UDP port for both the enrollment exchange
+//! (ALPN `fogshell-join/1`, no client certificate) and the agents' link (ALPN `fogshell/1`,
+//! a node certificate required).
+//!
+//! The server presents a certificate from the coordinator's own CA followed by the CA
+//! certificate, so a joining agent can check the chain against the CA key hash it pins.
+
+pub mod enroll;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fogshell_shared::wire::join::JOIN_ALPN;
+use fogshell_shared::wire::{ALPN, MAX_MESSAGE_BYTES, decode_body};
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::pki::CertificateAuthority;
+
+/// How long the coordinator's server certificate is valid; a fresh one is made at every
+/// start.
+const SERVER_CERT_VALIDITY: time::Duration = time::Duration::days(30);
+
+/// Application close codes on the QUIC connection.
+pub mod close {
+    /// The peer sent something malformed.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// The peer is not allowed (no or bad certificate, refused token).
+    pub const REFUSED: u32 = 2;
+    /// This build does not serve the link yet.
+    pub const NOT_SERVED: u32 = 3;
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The QUIC server configuration: TLS 1.3, the two ALPNs, node certificates verified against
+/// the CA when presented (required later for the link, checked per connection).
+pub fn server_config(
+    ca: &CertificateAuthority,
+    names: &[String],
+    now: time::OffsetDateTime,
+) -> Result<quinn::ServerConfig, String> {
+    let (cert, key) = ca
+        .issue_server_certificate(names, SERVER_CERT_VALIDITY, now)
+        .map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.cert_der().to_vec()))
+        .map_err(|e| format!("the CA certificate: {e}"))?;
+    let client_verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client verifier: {e}"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(
+            vec![
+                CertificateDer::from(cert),
+                CertificateDer::from(ca.cert_der().to_vec()),
+            ],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .map_err(|e| format!("server certificate: {e}"))?;
+    tls.alpn_protocols = vec![JOIN_ALPN.to_vec(), ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+}
+
+/// Binds the endpoint.
+pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(config, addr)
+}
+
+/// Serves connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let enrollment = Arc::clone(&enrollment);
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::info!(%remote, %error, "handshake failed");
+                    return;
+                }
+            };
+            let alpn = connection
+                .handshake_data()
+                .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|d| d.protocol);
+            match alpn.as_deref() {
+                Some(JOIN_ALPN) => enroll::serve_connection(connection, &enrollment).await,
+                _ => {
+                    // The link (hello, heartbeats, commands) is the next piece of work.
+                    connection.close(
+                        close::NOT_SERVED.into(),
+                        b"this coordinator does not serve the agent link yet",
+                    );
+                }
+            }
+        });
+    }
+}
+
+/// Reads the one framed message a stream carries, then its end. Bounded by the wire
+/// protocol's size limit.
+pub async fn read_single<T: serde::de::DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+) -> Result<T, String> {
+    let bytes = recv
+        .read_to_end(MAX_MESSAGE_BYTES + 4)
+        .await
+        .map_err(|e| format!("reading: {e}"))?;
+    let body = bytes.get(4..).ok_or("truncated message")?;
+    let announced = u32::from_be_bytes(bytes[..4].try_into().map_err(|_| "truncated")?) as usize;
+    if announced != body.len() {
+        return Err(format!(
+            "message length {announced} but {} bytes",
+            body.len()
+        ));
+    }
+    decode_body(body).map_err(|e| e.to_string())
+}
