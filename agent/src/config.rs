@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fogshell_shared::ProfileName;
+use fogshell_shared::node::Labels;
 use fogshell_shared::profile::{Profile, Profiles};
+use fogshell_shared::{ProfileName, Region, RuntimeDriver, TrustTier};
 use serde::Deserialize;
 
 use crate::image::registry::RegistryConfig;
@@ -35,6 +36,61 @@ struct File {
     registries: Registries,
     #[serde(default)]
     profiles: BTreeMap<ProfileName, Profile>,
+    #[serde(default)]
+    node: NodeSection,
+}
+
+/// `[node]`: how this node describes itself to the coordinator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The coordinator's QUIC endpoint, `host:port`.
+    #[serde(default)]
+    pub coordinator: Option<String>,
+    /// Where the node stands.
+    #[serde(default = "NodeSection::default_region")]
+    pub region: Region,
+    /// Labels for locality filters.
+    #[serde(default)]
+    pub labels: Labels,
+    /// The tier the node claims: `unattested` (default) or `cloud` for a cloud-region node
+    /// (`dev` is implied by the process driver; `attested` needs a TPM quote).
+    #[serde(default = "NodeSection::default_tier")]
+    pub trust_tier: TrustTier,
+    /// How many sessions the node takes at once.
+    #[serde(default = "NodeSection::default_slots")]
+    pub session_slots: u32,
+    /// `libcontainer` (default) or `process`.
+    #[serde(default = "NodeSection::default_driver")]
+    pub driver: RuntimeDriver,
+}
+
+impl NodeSection {
+    fn default_region() -> Region {
+        Region::new("default").unwrap_or_else(|_| unreachable!("`default` is a valid region"))
+    }
+    fn default_tier() -> TrustTier {
+        TrustTier::Unattested
+    }
+    fn default_slots() -> u32 {
+        16
+    }
+    fn default_driver() -> RuntimeDriver {
+        RuntimeDriver::Libcontainer
+    }
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            coordinator: None,
+            region: Self::default_region(),
+            labels: Labels::new(),
+            trust_tier: Self::default_tier(),
+            session_slots: Self::default_slots(),
+            driver: Self::default_driver(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,6 +113,8 @@ pub struct AgentConfig {
     pub registries: RegistryConfig,
     /// Session profiles (with the built-in `default`).
     pub profiles: Profiles,
+    /// How the node describes itself.
+    pub node: NodeSection,
 }
 
 impl AgentConfig {
@@ -69,6 +127,7 @@ impl AgentConfig {
                 insecure: file.registries.insecure,
             },
             profiles: Profiles::new(file.profiles).map_err(|e| format!("{origin}: {e}"))?,
+            node: file.node,
         })
     }
 
@@ -116,6 +175,17 @@ mod tests {
         );
         let small = config.profiles.get(&"small".parse().unwrap()).unwrap();
         assert_eq!(small.limits().pids, 128);
+        assert_eq!(config.node.session_slots, 16);
+        let node = AgentConfig::parse(
+            "[node]\ncoordinator = \"10.0.0.1:7443\"\nregion = \"eu-west\"\ntrust_tier = \"cloud\"\ndriver = \"process\"\n[node.labels]\nsite = \"lab-2\"\n",
+            "test",
+        )
+        .unwrap()
+        .node;
+        assert_eq!(node.region.as_str(), "eu-west");
+        assert_eq!(node.trust_tier, TrustTier::Cloud);
+        assert_eq!(node.driver, RuntimeDriver::Process);
+        assert_eq!(node.labels.len(), 1);
     }
 
     #[test]

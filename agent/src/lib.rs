@@ -5,7 +5,10 @@
 //! - [`config`]: the agent's configuration file and its defaults.
 //! - [`enroll`]: `fogshell-agent join`, enrollment with a pinned coordinator CA.
 //! - [`image`]: the image store: blobs by digest, layers unpacked safely, once.
+//! - [`serve`]: `fogshell-agent serve`, the agent as a service.
 //! - [`shim`]: the per-session supervisor process that holds a shell's terminal.
+//! - [`link`]: the QUIC link to the coordinator (hello, heartbeats, reconnects);
+//!   [`node_facts`] is what it reports.
 //! - [`run`]: `fogshell-agent run`, the operator's smoke test.
 //! - [`terminal`]: the operator's own terminal, for `fogshell-agent run`.
 
@@ -13,7 +16,10 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod image;
+pub mod link;
+pub mod node_facts;
 pub mod run;
 pub mod runtime;
+pub mod serve;
 pub mod shim;
 pub mod terminal;

@@ -35,6 +35,8 @@ enum Command {
     /// Enroll this node with a coordinator: pin its CA, redeem a join token, store the node
     /// certificate.
     Join(JoinArgs),
+    /// Run as the node's agent: keep the link to the coordinator up and report the node.
+    Serve(ServeArgs),
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
     Shim {
@@ -45,6 +47,19 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The agent's configuration file [default: /etc/fogshell/agent.toml if it exists].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the agent keeps its state [default: the config's state_dir].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The coordinator's QUIC endpoint, `host:port` [default: the config's node.coordinator].
+    #[arg(long)]
+    coordinator: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +153,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error}");
+                eprintln!("fogshell-agent serve: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => match run_here(args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(error) => {
@@ -145,6 +168,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `fogshell-agent serve`.
+fn serve(args: ServeArgs) -> Result<(), String> {
+    use fogshell_agent::serve::{AgentReport, node_id_from_certificate, serve};
+
+    let config = AgentConfig::load(args.config.as_deref())?;
+    let state_dir = args.state_dir.unwrap_or(config.state_dir.clone());
+    let coordinator = args
+        .coordinator
+        .or(config.node.coordinator.clone())
+        .ok_or("name the coordinator: --coordinator host:port or node.coordinator in the config")?;
+    let identity = fogshell_agent::enroll::IdentityPaths::under(&state_dir);
+    let node_id = node_id_from_certificate(&identity.certificate)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    let shim_exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let host = ShimHost::new(&state_dir, shim_exe).map_err(|e| e.to_string())?;
+    match config.node.driver {
+        fogshell_shared::RuntimeDriver::Process => {
+            let driver = ProcessRuntime::new(host, ProcessRuntime::default_shell());
+            let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
+            runtime.block_on(serve(&report, &identity, &coordinator))
+        }
+        fogshell_shared::RuntimeDriver::Libcontainer => {
+            if !nix::unistd::Uid::effective().is_root() {
+                return Err("the libcontainer driver needs root (node.driver = \"process\" for development)".into());
+            }
+            let images =
+                Arc::new(ImageStore::new(&state_dir.join("images")).map_err(|e| e.to_string())?);
+            let registry = RegistryClient::new(&config.registries);
+            let driver = ContainerRuntime::new(host, images, Some(registry), &state_dir);
+            let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
+            runtime.block_on(serve(&report, &identity, &coordinator))
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! - [`pki`]: the coordinator's certificate authority for node and server certificates.
 //! - [`fabric`]: the QUIC endpoint; [`fabric::enroll`] serves enrollment.
+//! - [`fleet`]: the node registry and its liveness (connected, disconnected, lost).
 //! - [`join_tokens`]: single-use, expiring tokens that let a new node enroll.
 
 pub mod fabric;
+pub mod fleet;
 pub mod join_tokens;
 pub mod pki;

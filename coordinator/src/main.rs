@@ -190,14 +190,19 @@ fn serve(
             ca: Arc::clone(&ca),
             tokens,
         });
+        let fleet = Arc::new(fogshell_coordinator::fleet::Fleet::new(
+            std::time::Duration::from_secs(2),
+        ));
+        let sweeper = tokio::spawn(fabric::link::sweep_forever(Arc::clone(&fleet)));
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| format!("watching SIGTERM: {e}"))?;
         tokio::select! {
-            () = fabric::serve(endpoint.clone(), enrollment) => {}
+            () = fabric::serve(endpoint.clone(), enrollment, fleet) => {}
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
             _ = terminate.recv() => tracing::info!("terminated"),
         }
+        sweeper.abort();
         endpoint.close(0u32.into(), b"coordinator stopping");
         endpoint.wait_idle().await;
         Ok(())

@@ -6,6 +6,7 @@
 //! certificate, so a joining agent can check the chain against the CA key hash it pins.
 
 pub mod enroll;
+pub mod link;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,16 +28,26 @@ pub mod close {
     pub const PROTOCOL_ERROR: u32 = 1;
     /// The peer is not allowed (no or bad certificate, refused token).
     pub const REFUSED: u32 = 2;
-    /// This build does not serve the link yet.
-    pub const NOT_SERVED: u32 = 3;
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// QUIC transport settings: a link silent for a second is closed (the node becomes
+/// `disconnected`); agents send keep-alives four times as often.
+pub fn transport(idle_timeout: std::time::Duration) -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
+    transport.keep_alive_interval(Some(idle_timeout / 4));
+    transport
+}
+
+/// How long a link may be silent before QUIC closes it.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The QUIC server configuration: TLS 1.3, the two ALPNs, node certificates verified against
-/// the CA when presented (required later for the link, checked per connection).
+/// the CA when presented (the link requires one, checked per connection).
 pub fn server_config(
     ca: &CertificateAuthority,
     names: &[String],
@@ -68,7 +79,9 @@ pub fn server_config(
         .map_err(|e| format!("server certificate: {e}"))?;
     tls.alpn_protocols = vec![JOIN_ALPN.to_vec(), ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(IDLE_TIMEOUT)));
+    Ok(config)
 }
 
 /// Binds the endpoint.
@@ -77,9 +90,14 @@ pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<qu
 }
 
 /// Serves connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment>) {
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    enrollment: Arc<enroll::Enrollment>,
+    fleet: Arc<crate::fleet::Fleet>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let enrollment = Arc::clone(&enrollment);
+        let fleet = Arc::clone(&fleet);
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match incoming.await {
@@ -95,13 +113,8 @@ pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment
                 .and_then(|d| d.protocol);
             match alpn.as_deref() {
                 Some(JOIN_ALPN) => enroll::serve_connection(connection, &enrollment).await,
-                _ => {
-                    // The link (hello, heartbeats, commands) is the next piece of work.
-                    connection.close(
-                        close::NOT_SERVED.into(),
-                        b"this coordinator does not serve the agent link yet",
-                    );
-                }
+                Some(ALPN) => link::serve_connection(connection, fleet).await,
+                _ => connection.close(close::PROTOCOL_ERROR.into(), b"unknown ALPN"),
             }
         });
     }

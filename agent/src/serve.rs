@@ -1,0 +1,152 @@
+//! `fogshell-agent serve`: the node agent as a service. It reaps sessions whose shim died,
+//! then keeps the link to its coordinator up, reporting what the node is and runs.
+//! (Commands from the coordinator — allocate, terminate — are the next piece of the fabric.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fogshell_shared::node::Arch;
+use fogshell_shared::wire::{Heartbeat, Hello, SUPPORTED_VERSIONS};
+use fogshell_shared::{NodeId, Resources, RuntimeDriver, TrustTier};
+
+use crate::config::NodeSection;
+use crate::enroll::IdentityPaths;
+use crate::link::{Link, NodeReport};
+use crate::node_facts;
+use crate::runtime::Runtime;
+
+/// The node id a node certificate (PEM) names.
+pub fn node_id_from_certificate(path: &Path) -> Result<NodeId, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: {e} (has this node joined? see `fogshell-agent join`)",
+            path.display()
+        )
+    })?;
+    let der = pem::parse(text)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("{} names no node", path.display()))?;
+    san.value
+        .general_names
+        .iter()
+        .find_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(name) => NodeId::new(*name).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{} names no node", path.display()))
+}
+
+/// What this agent reports: fixed facts from its configuration, live ones from the runtime
+/// and `/proc`.
+#[derive(Debug)]
+pub struct AgentReport<R> {
+    node_id: NodeId,
+    node: NodeSection,
+    arch: Arch,
+    capacity: Resources,
+    state_dir: PathBuf,
+    runtime: R,
+}
+
+impl<R: Runtime> AgentReport<R> {
+    /// A report for `runtime` on this machine.
+    pub fn new(
+        node_id: NodeId,
+        node: NodeSection,
+        state_dir: &Path,
+        runtime: R,
+    ) -> Result<Self, String> {
+        let arch = Arch::from_rust_arch(std::env::consts::ARCH)
+            .ok_or_else(|| format!("fogshell does not run on {}", std::env::consts::ARCH))?;
+        Ok(Self {
+            node_id,
+            capacity: node_facts::capacity(node.session_slots),
+            node,
+            arch,
+            state_dir: state_dir.to_path_buf(),
+            runtime,
+        })
+    }
+
+    fn claimed_tier(&self) -> TrustTier {
+        match self.runtime.driver() {
+            // A host shell isolates nothing: whatever the configuration says.
+            RuntimeDriver::Process => TrustTier::Dev,
+            RuntimeDriver::Libcontainer => self.node.trust_tier,
+        }
+    }
+}
+
+impl<R: Runtime> NodeReport for AgentReport<R> {
+    async fn hello(&self) -> Hello {
+        let running = self.runtime.list().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not list sessions for the hello");
+            Vec::new()
+        });
+        Hello {
+            versions: SUPPORTED_VERSIONS,
+            node_id: self.node_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            arch: self.arch,
+            region: self.node.region.clone(),
+            labels: self.node.labels.clone(),
+            claimed_tier: self.claimed_tier(),
+            runtime_drivers: vec![self.runtime.driver()],
+            capacity: self.capacity,
+            running,
+        }
+    }
+
+    async fn heartbeat(&self, seq: u64) -> Heartbeat {
+        let records = self.runtime.host().records().unwrap_or_default();
+        let running = self.runtime.list().await.unwrap_or_default();
+        let limits: Vec<_> = records
+            .iter()
+            .filter(|r| running.iter().any(|s| s.session_id == r.session_id))
+            .map(|r| r.limits)
+            .collect();
+        Heartbeat {
+            seq,
+            health: node_facts::health(&self.state_dir),
+            free: node_facts::free(self.capacity, &limits),
+            load: node_facts::load(),
+            running: running.iter().map(|s| s.session_id).collect(),
+        }
+    }
+}
+
+/// Runs the agent until the coordinator refuses it.
+pub async fn serve<R: Runtime>(
+    report: &AgentReport<R>,
+    identity: &IdentityPaths,
+    coordinator: &str,
+) -> Result<(), String> {
+    let (host, _) = coordinator
+        .rsplit_once(':')
+        .ok_or("the coordinator must be host:port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let address: SocketAddr = tokio::net::lookup_host(coordinator)
+        .await
+        .map_err(|e| format!("resolving {coordinator}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{coordinator} resolves to no address"))?;
+    let reaped = report
+        .runtime
+        .host()
+        .reap_dead()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !reaped.is_empty() {
+        tracing::info!(count = reaped.len(), "removed sessions whose shim was gone");
+    }
+    let link = Link::new(identity, address, host)?;
+    tracing::info!(node_id = %report.node_id, %coordinator, "agent serving");
+    Err(link.run(report).await.to_string())
+}

@@ -1,0 +1,187 @@
+//! The agent link end to end with the real binaries: an enrolled agent connects over QUIC
+//! with its node certificate; killed without a word, it is declared lost within 2 s; started
+//! again, it is connected again. Read from the coordinator's JSON log.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fogshell_e2e::{binary, run};
+
+fn value(output: &std::process::Output, name: &str) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {name:?} in {output:?}"))
+}
+
+/// A coordinator whose JSON log lines arrive on a channel, with the time each was read.
+struct Coordinator {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<(Instant, serde_json::Value)>,
+}
+
+impl Coordinator {
+    fn start(data: &Path) -> Self {
+        let mut child = Command::new(binary("fogshell-coordinator"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send((Instant::now(), v));
+                }
+            }
+        });
+        Self { child, addr, log }
+    }
+
+    /// Waits for a log event with this message about `node`; returns when it was read.
+    fn wait_for(&self, message: &str, node: &str, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, v) = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {message:?} for {node} within {within:?}"));
+            let text = v.to_string();
+            if v["fields"]["message"] == message && text.contains(node) {
+                return at;
+            }
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(state: &Path, coordinator: &str) -> Child {
+    // The process driver: this test is about the link, not containers.
+    let config = state.join("agent.toml");
+    std::fs::write(
+        &config,
+        "[node]\ndriver = \"process\"\nregion = \"eu-west\"\n",
+    )
+    .unwrap();
+    Command::new(binary("fogshell-agent"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--coordinator", coordinator])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_silent_node_is_lost_within_two_seconds_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coordinator");
+    let data_arg = data.to_str().unwrap();
+    let ca_hash = value(
+        &run("fogshell-coordinator", &["init", "--data-dir", data_arg]),
+        "ca hash:",
+    );
+    let token = value(
+        &run(
+            "fogshell-coordinator",
+            &["join-token", "create", "--data-dir", data_arg],
+        ),
+        "token:",
+    );
+    let coordinator = Coordinator::start(&data);
+    let state = dir.path().join("agent");
+    std::fs::create_dir_all(&state).unwrap();
+    let joined = run(
+        "fogshell-agent",
+        &[
+            "join",
+            "--coordinator",
+            &coordinator.addr,
+            "--token",
+            &token,
+            "--ca-hash",
+            &ca_hash,
+            "--node-id",
+            "fog-a",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(joined.status.success(), "{joined:?}");
+
+    let mut node = agent(&state, &coordinator.addr);
+    coordinator.wait_for("node connected", "fog-a", Duration::from_secs(10));
+
+    // SIGKILL: no close frame, the coordinator only notices the silence.
+    std::thread::sleep(Duration::from_millis(700));
+    node.kill().unwrap();
+    let killed = Instant::now();
+    node.wait().unwrap();
+    let lost = coordinator.wait_for("node lost", "fog-a", Duration::from_secs(5));
+    let detection = lost.duration_since(killed);
+    assert!(
+        detection <= Duration::from_millis(2100),
+        "lost after {detection:?}"
+    );
+
+    let mut node = agent(&state, &coordinator.addr);
+    coordinator.wait_for("node connected", "fog-a", Duration::from_secs(10));
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+#[test]
+fn a_node_without_a_certificate_cannot_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coordinator");
+    run(
+        "fogshell-coordinator",
+        &["init", "--data-dir", data.to_str().unwrap()],
+    );
+    let coordinator = Coordinator::start(&data);
+    let out = Command::new(binary("fogshell-agent"))
+        .args(["serve", "--state-dir"])
+        .arg(dir.path().join("never-joined"))
+        .args(["--coordinator", &coordinator.addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has this node joined"),
+        "{out:?}"
+    );
+}
