@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use fogshell_shared::wire::join::{JOIN_ALPN, JoinRequest, JoinResponse};
 use fogshell_shared::wire::{MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS, decode_body, encode};
@@ -199,95 +200,98 @@ pub async fn join(
         return Err(JoinError::AlreadyJoined(paths.dir));
     }
     let span = tracing::info_span!("join", %node_id, %coordinator);
-    let _entered = span.enter();
+    async move {
+        let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Protocol(e.to_string()))?;
+        let csr = rcgen::CertificateParams::new(vec![node_id.to_string()])
+            .and_then(|p| p.serialize_request(&key))
+            .map_err(|e| JoinError::Protocol(format!("making the CSR: {e}")))?;
 
-    let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Protocol(e.to_string()))?;
-    let csr = rcgen::CertificateParams::new(vec![node_id.to_string()])
-        .and_then(|p| p.serialize_request(&key))
-        .map_err(|e| JoinError::Protocol(format!("making the CSR: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| JoinError::Connect(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCa { hash, provider }))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![JOIN_ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| JoinError::Connect(e.to_string()))?;
+        let bind: SocketAddr = if coordinator.is_ipv4() {
+            "0.0.0.0:0".parse().expect("valid address")
+        } else {
+            "[::]:0".parse().expect("valid address")
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| JoinError::Connect(e.to_string()))?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = endpoint
+            .connect(coordinator, server_name)
+            .map_err(|e| JoinError::Connect(e.to_string()))?
+            .await
+            .map_err(|e| JoinError::Connect(e.to_string()))?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| JoinError::Connect(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa { hash, provider }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![JOIN_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| JoinError::Connect(e.to_string()))?;
-    let bind: SocketAddr = if coordinator.is_ipv4() {
-        "0.0.0.0:0".parse().expect("valid address")
-    } else {
-        "[::]:0".parse().expect("valid address")
-    };
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|e| JoinError::Connect(e.to_string()))?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let connection = endpoint
-        .connect(coordinator, server_name)
-        .map_err(|e| JoinError::Connect(e.to_string()))?
-        .await
-        .map_err(|e| JoinError::Connect(e.to_string()))?;
-
-    let request = JoinRequest {
-        versions: SUPPORTED_VERSIONS,
-        node_id: node_id.clone(),
-        token,
-        csr_der: csr.der().to_vec(),
-    };
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| JoinError::Protocol(e.to_string()))?;
-    let bytes = encode(&request).map_err(|e| JoinError::Protocol(e.to_string()))?;
-    send.write_all(&bytes)
-        .await
-        .map_err(|e| JoinError::Protocol(e.to_string()))?;
-    send.finish()
-        .map_err(|e| JoinError::Protocol(e.to_string()))?;
-    let answer = recv
-        .read_to_end(MAX_MESSAGE_BYTES + 4)
-        .await
-        .map_err(|e| JoinError::Protocol(e.to_string()))?;
-    connection.close(0u32.into(), b"done");
-    let body = answer
-        .get(4..)
-        .ok_or_else(|| JoinError::Protocol("truncated answer".into()))?;
-    let (certificate_der, ca_der) =
-        match decode_body::<JoinResponse>(body).map_err(|e| JoinError::Protocol(e.to_string()))? {
+        let request = JoinRequest {
+            versions: SUPPORTED_VERSIONS,
+            node_id: node_id.clone(),
+            token,
+            csr_der: csr.der().to_vec(),
+        };
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| JoinError::Protocol(e.to_string()))?;
+        let bytes = encode(&request).map_err(|e| JoinError::Protocol(e.to_string()))?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| JoinError::Protocol(e.to_string()))?;
+        send.finish()
+            .map_err(|e| JoinError::Protocol(e.to_string()))?;
+        let answer = recv
+            .read_to_end(MAX_MESSAGE_BYTES + 4)
+            .await
+            .map_err(|e| JoinError::Protocol(e.to_string()))?;
+        connection.close(0u32.into(), b"done");
+        let body = answer
+            .get(4..)
+            .ok_or_else(|| JoinError::Protocol("truncated answer".into()))?;
+        let (certificate_der, ca_der) = match decode_body::<JoinResponse>(body)
+            .map_err(|e| JoinError::Protocol(e.to_string()))?
+        {
             JoinResponse::Accepted {
                 certificate_der,
                 ca_der,
             } => (certificate_der, ca_der),
             JoinResponse::Refused(refusal) => return Err(JoinError::Refused(refusal.message)),
         };
-    // The CA it hands over must be the one pinned.
-    if spki_hash(&ca_der).as_deref() != Some(check_ca_hash(ca_hash)?.as_str()) {
-        return Err(JoinError::Protocol(
-            "the CA certificate sent does not match the pin".into(),
-        ));
-    }
+        // The CA it hands over must be the one pinned.
+        if spki_hash(&ca_der).as_deref() != Some(check_ca_hash(ca_hash)?.as_str()) {
+            return Err(JoinError::Protocol(
+                "the CA certificate sent does not match the pin".into(),
+            ));
+        }
 
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&paths.dir)
-        .map_err(|source| JoinError::Io {
-            context: format!("creating {}", paths.dir.display()),
-            source,
-        })?;
-    let pem = |tag: &str, der: Vec<u8>| pem::encode(&pem::Pem::new(tag, der));
-    write_file(&paths.key, key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&paths.ca, pem("CERTIFICATE", ca_der).as_bytes(), 0o644)?;
-    // The certificate last: its presence is what says the node has joined.
-    write_file(
-        &paths.certificate,
-        pem("CERTIFICATE", certificate_der).as_bytes(),
-        0o644,
-    )?;
-    tracing::info!("joined");
-    Ok(paths)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&paths.dir)
+            .map_err(|source| JoinError::Io {
+                context: format!("creating {}", paths.dir.display()),
+                source,
+            })?;
+        let pem = |tag: &str, der: Vec<u8>| pem::encode(&pem::Pem::new(tag, der));
+        write_file(&paths.key, key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&paths.ca, pem("CERTIFICATE", ca_der).as_bytes(), 0o644)?;
+        // The certificate last: its presence is what says the node has joined.
+        write_file(
+            &paths.certificate,
+            pem("CERTIFICATE", certificate_der).as_bytes(),
+            0o644,
+        )?;
+        tracing::info!("joined");
+        Ok(paths)
+    }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]

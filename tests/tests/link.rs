@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fogshell_e2e::{binary, run};
 
@@ -17,15 +17,17 @@ fn value(output: &std::process::Output, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name:?} in {output:?}"))
 }
 
-/// A coordinator whose JSON log lines arrive on a channel, with the time each was read.
+/// A coordinator whose JSON log lines arrive on a channel.
 struct Coordinator {
     child: Child,
     addr: String,
-    log: mpsc::Receiver<(Instant, serde_json::Value)>,
+    /// Where the agents of the test write their logs (shown when a wait fails).
+    agent_logs: std::path::PathBuf,
+    log: mpsc::Receiver<serde_json::Value>,
 }
 
 impl Coordinator {
-    fn start(data: &Path) -> Self {
+    fn start(data: &Path, agent_logs: &Path) -> Self {
         let mut child = Command::new(binary("fogshell-coordinator"))
             .args([
                 "--log-format",
@@ -54,25 +56,50 @@ impl Coordinator {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str(&line) {
-                    let _ = tx.send((Instant::now(), v));
+                    let _ = tx.send(v);
                 }
             }
         });
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            agent_logs: agent_logs.to_path_buf(),
+            log,
+        }
     }
 
-    /// Waits for a log event with this message about `node`; returns when it was read.
-    fn wait_for(&self, message: &str, node: &str, within: Duration) -> Instant {
+    /// Waits for a log event with this message about `node`; returns when the coordinator
+    /// logged it (its own timestamp, so pipe delays do not count).
+    fn wait_for(&self, message: &str, node: &str, within: Duration) -> SystemTime {
         let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (at, v) = self
-                .log
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {message:?} for {node} within {within:?}"));
+            let v = self.log.recv_timeout(left).unwrap_or_else(|_| {
+                let agents: String = std::fs::read_dir(self.agent_logs.as_path())
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+                            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "no {message:?} for {node} within {within:?} (now {:?}); coordinator said:\n{}\nagent logs:\n{agents}",
+                    SystemTime::now(),
+                    seen.join("\n")
+                )
+            });
             let text = v.to_string();
+            seen.push(text.clone());
             if v["fields"]["message"] == message && text.contains(node) {
-                return at;
+                let logged = v["timestamp"]
+                    .as_str()
+                    .expect("log lines carry a timestamp");
+                let millis = fogshell_shared::Timestamp::parse_rfc3339(logged)
+                    .unwrap()
+                    .unix_millis();
+                return SystemTime::UNIX_EPOCH + Duration::from_millis(millis as u64);
             }
         }
     }
@@ -85,7 +112,8 @@ impl Drop for Coordinator {
     }
 }
 
-fn agent(state: &Path, coordinator: &str) -> Child {
+/// Starts `fogshell-agent serve`; its log goes to `<state>/agent-<n>.log`.
+fn agent(state: &Path, coordinator: &str, n: u32) -> Child {
     // The process driver: this test is about the link, not containers.
     let config = state.join("agent.toml");
     std::fs::write(
@@ -100,8 +128,9 @@ fn agent(state: &Path, coordinator: &str) -> Child {
         .arg("--state-dir")
         .arg(state)
         .args(["--coordinator", coordinator])
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(state.join(format!("agent-{n}.log"))).unwrap())
         .spawn()
         .unwrap()
 }
@@ -122,9 +151,9 @@ fn a_silent_node_is_lost_within_two_seconds_and_comes_back() {
         ),
         "token:",
     );
-    let coordinator = Coordinator::start(&data);
     let state = dir.path().join("agent");
     std::fs::create_dir_all(&state).unwrap();
+    let coordinator = Coordinator::start(&data, &state);
     let joined = run(
         "fogshell-agent",
         &[
@@ -143,22 +172,23 @@ fn a_silent_node_is_lost_within_two_seconds_and_comes_back() {
     );
     assert!(joined.status.success(), "{joined:?}");
 
-    let mut node = agent(&state, &coordinator.addr);
+    let mut node = agent(&state, &coordinator.addr, 1);
     coordinator.wait_for("node connected", "fog-a", Duration::from_secs(10));
 
     // SIGKILL: no close frame, the coordinator only notices the silence.
     std::thread::sleep(Duration::from_millis(700));
+    let killed = SystemTime::now();
     node.kill().unwrap();
-    let killed = Instant::now();
     node.wait().unwrap();
     let lost = coordinator.wait_for("node lost", "fog-a", Duration::from_secs(5));
-    let detection = lost.duration_since(killed);
+    let detection = lost.duration_since(killed).unwrap_or_default();
+    // 2 s after its last heartbeat, which came before the kill; plus one sweep (50 ms).
     assert!(
-        detection <= Duration::from_millis(2100),
+        detection <= Duration::from_millis(2050),
         "lost after {detection:?}"
     );
 
-    let mut node = agent(&state, &coordinator.addr);
+    let mut node = agent(&state, &coordinator.addr, 2);
     coordinator.wait_for("node connected", "fog-a", Duration::from_secs(10));
     node.kill().unwrap();
     node.wait().unwrap();
@@ -172,7 +202,7 @@ fn a_node_without_a_certificate_cannot_link() {
         "fogshell-coordinator",
         &["init", "--data-dir", data.to_str().unwrap()],
     );
-    let coordinator = Coordinator::start(&data);
+    let coordinator = Coordinator::start(&data, dir.path());
     let out = Command::new(binary("fogshell-agent"))
         .args(["serve", "--state-dir"])
         .arg(dir.path().join("never-joined"))

@@ -5,6 +5,7 @@
 //! are pulled in manifest order, one at a time, each streamed to a file.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use fogshell_shared::{Digest, ImageRef};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -58,72 +59,79 @@ impl RegistryClient {
     ) -> Result<Digest, ImageError> {
         let digest = ImageStore::resolve(image)?;
         let span = tracing::info_span!("pull", image = %image);
-        let _entered = span.enter();
-        let registry = image.registry().unwrap_or("docker.io");
-        let reference = |digest: &Digest| -> Result<Reference, ImageError> {
-            format!("{registry}/{}@{digest}", image.repository())
-                .parse()
-                .map_err(|e| ImageError::BadImage(format!("image reference {image}: {e}")))
-        };
-        let auth = RegistryAuth::Anonymous;
+        async move {
+            let registry = image.registry().unwrap_or("docker.io");
+            let reference = |digest: &Digest| -> Result<Reference, ImageError> {
+                format!("{registry}/{}@{digest}", image.repository())
+                    .parse()
+                    .map_err(|e| ImageError::BadImage(format!("image reference {image}: {e}")))
+            };
+            let auth = RegistryAuth::Anonymous;
 
-        // The manifest (or index, then this platform's manifest), hashed before it is kept.
-        let mut manifest_digest = digest;
-        loop {
-            if !store.has_blob(&manifest_digest) {
-                let (bytes, _) = self
-                    .client
-                    .pull_manifest_raw(&reference(&manifest_digest)?, &auth, MANIFEST_MEDIA_TYPES)
-                    .await
-                    .map_err(pull_error(format!("manifest {manifest_digest}")))?;
-                let actual = Digest::from_bytes(sha2::Sha256::digest(&bytes).into());
-                if actual != manifest_digest {
-                    return Err(ImageError::DigestMismatch {
-                        expected: manifest_digest,
-                        actual,
-                    });
+            // The manifest (or index, then this platform's manifest), hashed before it is kept.
+            let mut manifest_digest = digest;
+            loop {
+                if !store.has_blob(&manifest_digest) {
+                    let (bytes, _) = self
+                        .client
+                        .pull_manifest_raw(
+                            &reference(&manifest_digest)?,
+                            &auth,
+                            MANIFEST_MEDIA_TYPES,
+                        )
+                        .await
+                        .map_err(pull_error(format!("manifest {manifest_digest}")))?;
+                    let actual = Digest::from_bytes(sha2::Sha256::digest(&bytes).into());
+                    if actual != manifest_digest {
+                        return Err(ImageError::DigestMismatch {
+                            expected: manifest_digest,
+                            actual,
+                        });
+                    }
+                    store.put_blob(&manifest_digest, &bytes[..])?;
                 }
-                store.put_blob(&manifest_digest, &bytes[..])?;
+                let bytes = std::fs::read(store.blob_path(&manifest_digest))
+                    .map_err(|_| ImageError::NotFound(manifest_digest))?;
+                match platform_manifest(&bytes)? {
+                    Some(platform) => manifest_digest = platform,
+                    None => break,
+                }
             }
-            let bytes = std::fs::read(store.blob_path(&manifest_digest))
-                .map_err(|_| ImageError::NotFound(manifest_digest))?;
-            match platform_manifest(&bytes)? {
-                Some(platform) => manifest_digest = platform,
-                None => break,
+            let manifest = store.manifest(&manifest_digest)?;
+            let mut blobs = vec![super::digest_of(manifest.config().digest())?];
+            for layer in manifest.layers() {
+                blobs.push(super::digest_of(layer.digest())?);
             }
+            let blob_ref = reference(&manifest_digest)?;
+            for blob in blobs {
+                if store.has_blob(&blob) {
+                    continue;
+                }
+                let tmp = store.download_path(&blob);
+                let file = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|e| ImageError::Io {
+                        context: format!("creating {}", tmp.display()),
+                        source: e,
+                    })?;
+                let pulled = self
+                    .client
+                    .pull_blob(&blob_ref, blob.to_string().as_str(), file)
+                    .await
+                    .map_err(pull_error(format!("blob {blob}")));
+                if let Err(error) = pulled {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(error);
+                }
+                let store = Arc::clone(store);
+                tokio::task::spawn_blocking(move || store.adopt_blob(&blob, &tmp))
+                    .await
+                    .map_err(|e| ImageError::BadImage(format!("hashing task: {e}")))??;
+            }
+            tracing::info!("image pulled");
+            Ok(digest)
         }
-        let manifest = store.manifest(&manifest_digest)?;
-        let mut blobs = vec![super::digest_of(manifest.config().digest())?];
-        for layer in manifest.layers() {
-            blobs.push(super::digest_of(layer.digest())?);
-        }
-        let blob_ref = reference(&manifest_digest)?;
-        for blob in blobs {
-            if store.has_blob(&blob) {
-                continue;
-            }
-            let tmp = store.download_path(&blob);
-            let file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| ImageError::Io {
-                    context: format!("creating {}", tmp.display()),
-                    source: e,
-                })?;
-            let pulled = self
-                .client
-                .pull_blob(&blob_ref, blob.to_string().as_str(), file)
-                .await
-                .map_err(pull_error(format!("blob {blob}")));
-            if let Err(error) = pulled {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(error);
-            }
-            let store = Arc::clone(store);
-            tokio::task::spawn_blocking(move || store.adopt_blob(&blob, &tmp))
-                .await
-                .map_err(|e| ImageError::BadImage(format!("hashing task: {e}")))??;
-        }
-        tracing::info!("image pulled");
-        Ok(digest)
+        .instrument(span)
+        .await
     }
 }

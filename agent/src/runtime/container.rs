@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use fogshell_shared::frame::TermSize;
 use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport};
@@ -141,75 +142,78 @@ impl Runtime for ContainerRuntime {
             tenant = %request.tenant,
             driver = "libcontainer"
         );
-        let _entered = span.enter();
-        if request.network {
-            return Err(RuntimeError::Refused(
-                "container networking is not available on this node; use a profile without network"
-                    .into(),
-            ));
-        }
-        let image = self.prepare_image(request).await?;
-        let dir = self.host.create_dir(request.session_id)?;
-        let result = async {
-            let read_etc = |name: &str| {
-                std::fs::read_to_string(image.rootfs.join("etc").join(name)).unwrap_or_default()
-            };
-            let (passwd, group) = (read_etc("passwd"), read_etc("group"));
-            let session = request.session_id.to_string();
-            let mut run = image.config.clone();
-            if let Some(command) = &request.command {
-                run.argv = command.clone();
+        async move {
+            if request.network {
+                return Err(RuntimeError::Refused(
+                    "container networking is not available on this node; use a profile without network"
+                        .into(),
+                ));
             }
-            let cgroups = cgroups_path(request.session_id);
-            let spec = bundle::spec(&BundleParams {
-                rootfs: &image.rootfs,
-                run: &run,
-                passwd: &passwd,
-                group: &group,
-                limits: request.limits,
-                session: &session,
-                cgroups_path: &cgroups,
-                size: TermSize::new(80, 24).expect("80x24 is in range"),
-            })
-            .map_err(|e| RuntimeError::Refused(e.to_string()))?;
-            let bundle_dir = dir.join("bundle");
-            std::fs::create_dir(&bundle_dir).map_err(RuntimeError::io("creating the bundle"))?;
-            spec.save(bundle_dir.join("config.json"))
-                .map_err(|e| RuntimeError::Shim(format!("writing config.json: {e}")))?;
-            let id = container_id(request.session_id);
-            let runtime_ref = RuntimeRef {
-                driver: RuntimeDriver::Libcontainer,
-                id: id
-                    .parse()
-                    .map_err(|e| RuntimeError::Refused(format!("{e}")))?,
-            };
-            let shim_spec = ShimSpec {
-                session_id: request.session_id,
-                size: TermSize::new(80, 24).expect("80x24 is in range"),
-                child: ChildSpec::Container {
-                    bundle: bundle_dir,
-                    container_id: id,
-                    state_root: self.state_root.clone(),
-                },
-            };
-            let record = SessionRecord {
-                session_id: request.session_id,
-                tenant: request.tenant.clone(),
-                runtime_ref: runtime_ref.clone(),
-                limits: request.limits,
-                started_at: crate::clock::now(),
-            };
-            self.host.start(&record, &shim_spec).await?;
-            Ok(runtime_ref)
-        }
-        .await;
-        match &result {
-            Ok(_) => tracing::info!(image = %image.digest, "container started"),
-            Err(_) => {
-                let _ = std::fs::remove_dir_all(&dir);
+            let image = self.prepare_image(request).await?;
+            let dir = self.host.create_dir(request.session_id)?;
+            let result = async {
+                let read_etc = |name: &str| {
+                    std::fs::read_to_string(image.rootfs.join("etc").join(name)).unwrap_or_default()
+                };
+                let (passwd, group) = (read_etc("passwd"), read_etc("group"));
+                let session = request.session_id.to_string();
+                let mut run = image.config.clone();
+                if let Some(command) = &request.command {
+                    run.argv = command.clone();
+                }
+                let cgroups = cgroups_path(request.session_id);
+                let spec = bundle::spec(&BundleParams {
+                    rootfs: &image.rootfs,
+                    run: &run,
+                    passwd: &passwd,
+                    group: &group,
+                    limits: request.limits,
+                    session: &session,
+                    cgroups_path: &cgroups,
+                    size: TermSize::new(80, 24).expect("80x24 is in range"),
+                })
+                .map_err(|e| RuntimeError::Refused(e.to_string()))?;
+                let bundle_dir = dir.join("bundle");
+                std::fs::create_dir(&bundle_dir).map_err(RuntimeError::io("creating the bundle"))?;
+                spec.save(bundle_dir.join("config.json"))
+                    .map_err(|e| RuntimeError::Shim(format!("writing config.json: {e}")))?;
+                let id = container_id(request.session_id);
+                let runtime_ref = RuntimeRef {
+                    driver: RuntimeDriver::Libcontainer,
+                    id: id
+                        .parse()
+                        .map_err(|e| RuntimeError::Refused(format!("{e}")))?,
+                };
+                let shim_spec = ShimSpec {
+                    session_id: request.session_id,
+                    size: TermSize::new(80, 24).expect("80x24 is in range"),
+                    child: ChildSpec::Container {
+                        bundle: bundle_dir,
+                        container_id: id,
+                        state_root: self.state_root.clone(),
+                    },
+                };
+                let record = SessionRecord {
+                    session_id: request.session_id,
+                    tenant: request.tenant.clone(),
+                    runtime_ref: runtime_ref.clone(),
+                    limits: request.limits,
+                    started_at: crate::clock::now(),
+                };
+                self.host.start(&record, &shim_spec).await?;
+                Ok(runtime_ref)
             }
+            .await;
+            match &result {
+                Ok(_) => tracing::info!(image = %image.digest, "container started"),
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            result
         }
-        result
+        .instrument(span)
+        .await
     }
 
     async fn enforce_limits(&self, session_id: SessionId) -> Result<LimitsReport, RuntimeError> {

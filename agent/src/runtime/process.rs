@@ -5,6 +5,7 @@
 //! used: the shell is the host's.
 
 use std::path::PathBuf;
+use tracing::Instrument as _;
 
 use fogshell_shared::frame::TermSize;
 use fogshell_shared::wire::{LimitKind, LimitMismatch, LimitsReport};
@@ -62,38 +63,41 @@ impl Runtime for ProcessRuntime {
             )));
         }
         let span = tracing::info_span!("allocate", session_id = %spec.session_id, tenant = %spec.tenant, driver = "process");
-        let _entered = span.enter();
-        let dir = self.host.create_dir(spec.session_id)?;
-        let home = dir.join("home");
-        std::fs::create_dir(&home).map_err(RuntimeError::io("creating the session home"))?;
-        let runtime_ref = RuntimeRef {
-            driver: RuntimeDriver::Process,
-            id: format!("proc-{}", spec.session_id.as_uuid().simple())
-                .parse()
-                .map_err(|e| RuntimeError::Refused(format!("{e}")))?,
-        };
-        let shim_spec = ShimSpec {
-            session_id: spec.session_id,
-            size: TermSize::new(80, 24).expect("80x24 is in range"),
-            child: ChildSpec::Process {
-                argv: spec.command.clone().unwrap_or_else(|| self.shell.clone()),
-                cwd: home.clone(),
-                env: session_env(&home, spec.session_id),
-            },
-        };
-        let record = SessionRecord {
-            session_id: spec.session_id,
-            tenant: spec.tenant.clone(),
-            runtime_ref: runtime_ref.clone(),
-            limits: spec.limits,
-            started_at: crate::clock::now(),
-        };
-        if let Err(error) = self.host.start(&record, &shim_spec).await {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(error);
+        async move {
+            let dir = self.host.create_dir(spec.session_id)?;
+            let home = dir.join("home");
+            std::fs::create_dir(&home).map_err(RuntimeError::io("creating the session home"))?;
+            let runtime_ref = RuntimeRef {
+                driver: RuntimeDriver::Process,
+                id: format!("proc-{}", spec.session_id.as_uuid().simple())
+                    .parse()
+                    .map_err(|e| RuntimeError::Refused(format!("{e}")))?,
+            };
+            let shim_spec = ShimSpec {
+                session_id: spec.session_id,
+                size: TermSize::new(80, 24).expect("80x24 is in range"),
+                child: ChildSpec::Process {
+                    argv: spec.command.clone().unwrap_or_else(|| self.shell.clone()),
+                    cwd: home.clone(),
+                    env: session_env(&home, spec.session_id),
+                },
+            };
+            let record = SessionRecord {
+                session_id: spec.session_id,
+                tenant: spec.tenant.clone(),
+                runtime_ref: runtime_ref.clone(),
+                limits: spec.limits,
+                started_at: crate::clock::now(),
+            };
+            if let Err(error) = self.host.start(&record, &shim_spec).await {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error);
+            }
+            tracing::info!("session started");
+            Ok(runtime_ref)
         }
-        tracing::info!("session started");
-        Ok(runtime_ref)
+        .instrument(span)
+        .await
     }
 
     async fn enforce_limits(&self, session_id: SessionId) -> Result<LimitsReport, RuntimeError> {

@@ -1,6 +1,7 @@
 //! The enrollment endpoint: redeem a join token, sign the node's CSR.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use fogshell_shared::ErrorCode;
 use fogshell_shared::wire::join::{JoinRequest, JoinResponse};
@@ -76,34 +77,37 @@ impl Enrollment {
 pub async fn serve_connection(connection: quinn::Connection, enrollment: &Enrollment) {
     let remote = connection.remote_address();
     let span = tracing::info_span!("enroll", %remote);
-    let _entered = span.enter();
-    let (mut send, mut recv) = match connection.accept_bi().await {
-        Ok(streams) => streams,
-        Err(error) => {
-            tracing::info!(%error, "no enrollment stream");
-            return;
+    async move {
+        let (mut send, mut recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::info!(%error, "no enrollment stream");
+                return;
+            }
+        };
+        let request: JoinRequest = match read_single(&mut recv).await {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(%error, "malformed join request");
+                connection.close(close::PROTOCOL_ERROR.into(), b"malformed join request");
+                return;
+            }
+        };
+        let response = enrollment.decide(&request, time::OffsetDateTime::now_utc());
+        let refused = matches!(response, JoinResponse::Refused(_));
+        match encode(&response) {
+            Ok(bytes) => {
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+                // Let the answer reach the agent before the connection goes.
+                let _ = send.stopped().await;
+            }
+            Err(error) => tracing::error!(%error, "could not encode the join response"),
         }
-    };
-    let request: JoinRequest = match read_single(&mut recv).await {
-        Ok(r) => r,
-        Err(error) => {
-            tracing::warn!(%error, "malformed join request");
-            connection.close(close::PROTOCOL_ERROR.into(), b"malformed join request");
-            return;
+        if refused {
+            connection.close(close::REFUSED.into(), b"enrollment refused");
         }
-    };
-    let response = enrollment.decide(&request, time::OffsetDateTime::now_utc());
-    let refused = matches!(response, JoinResponse::Refused(_));
-    match encode(&response) {
-        Ok(bytes) => {
-            let _ = send.write_all(&bytes).await;
-            let _ = send.finish();
-            // Let the answer reach the agent before the connection goes.
-            let _ = send.stopped().await;
-        }
-        Err(error) => tracing::error!(%error, "could not encode the join response"),
     }
-    if refused {
-        connection.close(close::REFUSED.into(), b"enrollment refused");
-    }
+    .instrument(span)
+    .await
 }

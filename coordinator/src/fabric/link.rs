@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use fogshell_shared::ErrorCode;
 use fogshell_shared::wire::{
@@ -106,109 +107,111 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
         }
     };
     let span = tracing::info_span!("link", %node_id, %remote);
-    let _entered = span.enter();
-    let Ok(Ok((mut send, recv))) =
-        tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await
-    else {
-        tracing::info!("no control stream");
-        connection.close(close::PROTOCOL_ERROR.into(), b"no control stream");
-        return;
-    };
-    let mut reader = Reader {
-        recv,
-        decoder: Decoder::new(),
-        buf: vec![0; 64 * 1024],
-    };
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
-        Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
-        other => {
-            tracing::warn!(?other, "the first message was not a hello");
-            connection.close(close::PROTOCOL_ERROR.into(), b"expected hello");
+    async move {
+        let Ok(Ok((mut send, recv))) =
+            tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await
+        else {
+            tracing::info!("no control stream");
+            connection.close(close::PROTOCOL_ERROR.into(), b"no control stream");
             return;
+        };
+        let mut reader = Reader {
+            recv,
+            decoder: Decoder::new(),
+            buf: vec![0; 64 * 1024],
+        };
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
+            other => {
+                tracing::warn!(?other, "the first message was not a hello");
+                connection.close(close::PROTOCOL_ERROR.into(), b"expected hello");
+                return;
+            }
+        };
+        if hello.node_id != node_id {
+            let message = format!(
+                "hello names {} but the certificate is {node_id}",
+                hello.node_id
+            );
+            return refuse(&mut send, &connection, ErrorCode::PolicyDenied, message).await;
         }
-    };
-    if hello.node_id != node_id {
-        let message = format!(
-            "hello names {} but the certificate is {node_id}",
-            hello.node_id
-        );
-        return refuse(&mut send, &connection, ErrorCode::PolicyDenied, message).await;
-    }
-    if let Err(error) = hello.validate() {
-        return refuse(
-            &mut send,
-            &connection,
-            ErrorCode::InvalidRequest,
-            error.to_string(),
-        )
-        .await;
-    }
-    let version = match negotiate(SUPPORTED_VERSIONS, hello.versions) {
-        Ok(v) => v,
-        Err(mismatch) => {
+        if let Err(error) = hello.validate() {
             return refuse(
                 &mut send,
                 &connection,
-                ErrorCode::UnsupportedVersion,
-                mismatch.to_string(),
+                ErrorCode::InvalidRequest,
+                error.to_string(),
             )
             .await;
         }
-    };
-    let generation = fleet.connected(&hello, connection.rtt(), Instant::now(), now_timestamp());
-    tracing::info!(version, region = %hello.region, "node connected");
-    let welcome = CoordinatorMessage::Welcome(Welcome {
-        version,
-        heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
-        fence: Vec::new(),
-    });
-    let sent = match encode(&welcome) {
-        Ok(bytes) => send.write_all(&bytes).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(error) = sent {
-        tracing::info!(%error, "could not welcome the node");
-        fleet.disconnected(&node_id, generation);
-        return;
-    }
-    loop {
-        match reader.next().await {
-            Ok(Some(AgentMessage::Heartbeat(hb))) => {
-                fleet.heartbeat(
-                    &node_id,
-                    generation,
-                    &hb,
-                    connection.rtt(),
-                    Instant::now(),
-                    now_timestamp(),
-                );
+        let version = match negotiate(SUPPORTED_VERSIONS, hello.versions) {
+            Ok(v) => v,
+            Err(mismatch) => {
+                return refuse(
+                    &mut send,
+                    &connection,
+                    ErrorCode::UnsupportedVersion,
+                    mismatch.to_string(),
+                )
+                .await;
             }
-            Ok(Some(AgentMessage::Hello(_))) => {
-                connection.close(close::PROTOCOL_ERROR.into(), b"a second hello");
-                break;
-            }
-            // Responses and events belong to commands, which this coordinator does not send yet.
-            Ok(Some(other)) => tracing::debug!(?other, "ignored"),
-            Ok(None) => break,
-            Err(ReadError::Gone(reason)) => {
-                tracing::info!(%reason, "link gone");
-                break;
-            }
-            Err(ReadError::Malformed(error)) => {
-                tracing::warn!(%error, "malformed message; closing the link");
-                connection.close(close::PROTOCOL_ERROR.into(), b"malformed message");
-                break;
+        };
+        let generation = fleet.connected(&hello, connection.rtt(), Instant::now(), now_timestamp());
+        tracing::info!(%node_id, version, region = %hello.region, "node connected");
+        let welcome = CoordinatorMessage::Welcome(Welcome {
+            version,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            fence: Vec::new(),
+        });
+        let sent = match encode(&welcome) {
+            Ok(bytes) => send.write_all(&bytes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = sent {
+            tracing::info!(%error, "could not welcome the node");
+            fleet.disconnected(&node_id, generation);
+            return;
+        }
+        loop {
+            match reader.next().await {
+                Ok(Some(AgentMessage::Heartbeat(hb))) => {
+                    fleet.heartbeat(
+                        &node_id,
+                        generation,
+                        &hb,
+                        connection.rtt(),
+                        Instant::now(),
+                        now_timestamp(),
+                    );
+                }
+                Ok(Some(AgentMessage::Hello(_))) => {
+                    connection.close(close::PROTOCOL_ERROR.into(), b"a second hello");
+                    break;
+                }
+                // Responses and events belong to commands, which this coordinator does not send yet.
+                Ok(Some(other)) => tracing::debug!(?other, "ignored"),
+                Ok(None) => break,
+                Err(ReadError::Gone(reason)) => {
+                    tracing::info!(%reason, "link gone");
+                    break;
+                }
+                Err(ReadError::Malformed(error)) => {
+                    tracing::warn!(%error, "malformed message; closing the link");
+                    connection.close(close::PROTOCOL_ERROR.into(), b"malformed message");
+                    break;
+                }
             }
         }
+        fleet.disconnected(&node_id, generation);
+        tracing::info!("node disconnected");
     }
-    fleet.disconnected(&node_id, generation);
-    tracing::info!("node disconnected");
+    .instrument(span)
+    .await
 }
 
-/// Marks silent nodes lost, every tenth of a second, until the fleet is dropped elsewhere and
-/// the task is aborted.
+/// Marks silent nodes lost, every 50 ms, until the task is aborted.
 pub async fn sweep_forever(fleet: Arc<Fleet>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
         for node_id in fleet.sweep(Instant::now()) {
