@@ -215,3 +215,73 @@ fn a_node_without_a_certificate_cannot_link() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_certificate_from_another_ca_cannot_link() {
+    // Enroll with coordinator B, then present B's node certificate to coordinator A while
+    // trusting A's server: A must refuse the client certificate in the handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let state = dir.path().join("agent");
+    std::fs::create_dir_all(&state).unwrap();
+    run(
+        "fogshell-coordinator",
+        &["init", "--data-dir", a_data.to_str().unwrap()],
+    );
+    let b_hash = value(
+        &run(
+            "fogshell-coordinator",
+            &["init", "--data-dir", b_data.to_str().unwrap()],
+        ),
+        "ca hash:",
+    );
+    let b_token = value(
+        &run(
+            "fogshell-coordinator",
+            &[
+                "join-token",
+                "create",
+                "--data-dir",
+                b_data.to_str().unwrap(),
+            ],
+        ),
+        "token:",
+    );
+    let b = Coordinator::start(&b_data, &state);
+    let joined = run(
+        "fogshell-agent",
+        &[
+            "join",
+            "--coordinator",
+            &b.addr,
+            "--token",
+            &b_token,
+            "--ca-hash",
+            &b_hash,
+            "--node-id",
+            "fog-x",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(joined.status.success(), "{joined:?}");
+    drop(b);
+    std::fs::copy(a_data.join("pki/ca.crt"), state.join("identity/ca.crt")).unwrap();
+
+    let a = Coordinator::start(&a_data, &state);
+    let mut node = agent(&state, &a.addr, 1);
+    a.wait_for("handshake failed", "", Duration::from_secs(10));
+    // And it never links, however often it tries.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(v) = a
+        .log
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        assert_ne!(
+            v["fields"]["message"], "node connected",
+            "a foreign certificate linked: {v}"
+        );
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
