@@ -7,7 +7,6 @@
 //! rename) on every change, so a token redeemed is never redeemable again after a crash.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -119,17 +118,8 @@ impl TokenStore {
     }
 
     fn save(&self, tokens: &BTreeMap<String, TokenRecord>) -> std::io::Result<()> {
-        use std::io::Write as _;
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(tokens).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        let bytes = serde_json::to_vec_pretty(tokens).map_err(std::io::Error::other)?;
+        crate::files::write_atomically(&self.path, &bytes, 0o600)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TokenRecord>> {

@@ -6,6 +6,7 @@
 //! - [`join_tokens`]: single-use, expiring tokens that let a new node enroll.
 
 pub mod fabric;
+pub mod files;
 pub mod fleet;
 pub mod join_tokens;
 pub mod pki;

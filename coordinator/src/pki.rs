@@ -6,7 +6,7 @@
 //! public key (`sha256:<hex>` of the SubjectPublicKeyInfo, as kubeadm's
 //! `--discovery-token-ca-cert-hash` does), so joining needs no trust on first use.
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use fogshell_shared::NodeId;
@@ -76,22 +76,8 @@ fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.crt"), dir.join("ca.key"), dir)
 }
 
-/// Writes `bytes` to a new file with `mode`, atomically (temporary file, fsync, rename).
 fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| PkiError::Io {
+    crate::files::write_atomically(path, bytes, mode).map_err(|source| PkiError::Io {
         context: format!("writing {}", path.display()),
         source,
     })
