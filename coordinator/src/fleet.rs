@@ -74,6 +74,10 @@ struct Entry {
     last_contact: Instant,
 }
 
+/// How often the sweeper looks for lost nodes; the loss threshold is this much under the
+/// promised bound, so a node is declared lost *within* it.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+
 /// The node registry.
 pub struct Fleet {
     nodes: Mutex<BTreeMap<NodeId, Entry>>,
@@ -99,12 +103,13 @@ pub fn granted_tier(claimed: TrustTier) -> TrustTier {
 }
 
 impl Fleet {
-    /// A fleet that declares a silent node lost after `lost_after`.
-    pub fn new(lost_after: Duration) -> Self {
+    /// A fleet that declares a silent node lost within `lost_within` of its last word (the
+    /// threshold is one sweep interval less, so the sweep that notices falls inside it).
+    pub fn new(lost_within: Duration) -> Self {
         Self {
             nodes: Mutex::new(BTreeMap::new()),
             next_generation: Mutex::new(0),
-            lost_after,
+            lost_after: lost_within.saturating_sub(SWEEP_INTERVAL),
         }
     }
 
@@ -238,10 +243,14 @@ mod tests {
         fleet.disconnected(&id, g1);
         assert_eq!(fleet.view(&id).unwrap().state, NodeState::Disconnected);
         assert!(
-            fleet.sweep(t0 + Duration::from_millis(1999)).is_empty(),
+            fleet.sweep(t0 + Duration::from_millis(1949)).is_empty(),
             "not lost yet"
         );
-        assert_eq!(fleet.sweep(t0 + Duration::from_secs(2)), vec![id.clone()]);
+        // One sweep interval under the 2 s bound, so the sweep that notices falls within it.
+        assert_eq!(
+            fleet.sweep(t0 + Duration::from_millis(1950)),
+            vec![id.clone()]
+        );
         assert_eq!(fleet.view(&id).unwrap().state, NodeState::Lost);
         assert!(
             fleet.sweep(t0 + Duration::from_secs(3)).is_empty(),

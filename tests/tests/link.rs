@@ -182,9 +182,9 @@ fn a_silent_node_is_lost_within_two_seconds_and_comes_back() {
     node.wait().unwrap();
     let lost = coordinator.wait_for("node lost", "fog-a", Duration::from_secs(5));
     let detection = lost.duration_since(killed).unwrap_or_default();
-    // 2 s after its last heartbeat, which came before the kill; plus one sweep (50 ms).
+    // Within 2 s of its last heartbeat, which came before the kill.
     assert!(
-        detection <= Duration::from_millis(2050),
+        detection <= Duration::from_millis(2000),
         "lost after {detection:?}"
     );
 

@@ -209,9 +209,10 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
     .await
 }
 
-/// Marks silent nodes lost, every 50 ms, until the task is aborted.
+/// Marks silent nodes lost, every [`SWEEP_INTERVAL`](crate::fleet::SWEEP_INTERVAL), until
+/// the task is aborted.
 pub async fn sweep_forever(fleet: Arc<Fleet>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(crate::fleet::SWEEP_INTERVAL);
     loop {
         tick.tick().await;
         for node_id in fleet.sweep(Instant::now()) {
