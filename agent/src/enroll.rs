@@ -8,7 +8,7 @@
 //! (key 0600).
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -166,23 +166,12 @@ fn check_ca_hash(hash: &str) -> Result<String, JoinError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), JoinError> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| JoinError::Io {
-        context: format!("writing {}", path.display()),
-        source,
-    })
+    crate::files::write_atomically(path, bytes, mode, crate::files::Durability::Synced).map_err(
+        |source| JoinError::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        },
+    )
 }
 
 /// Enrolls this node with the coordinator at `coordinator` (dialled as `server_name`).

@@ -5,7 +5,7 @@
 //! driver needs (a bundle, a home directory). The directory is the session's record: after an
 //! agent restart, the sessions are the directories whose shim still answers.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -316,15 +316,13 @@ impl ShimHost {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| RuntimeError::Shim(format!("encoding {}: {e}", path.display())))?;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(&bytes)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(RuntimeError::io(format!("writing {}", path.display())))
+    crate::files::write_atomically(
+        path,
+        &bytes,
+        0o600,
+        crate::files::Durability::ProcessCrashOnly,
+    )
+    .map_err(RuntimeError::io(format!("writing {}", path.display())))
 }
 
 /// The most useful line of a shim's JSON log for an error message: its last error.
