@@ -10,7 +10,6 @@
 //! - [`link`]: the QUIC link to the coordinator (hello, heartbeats, reconnects);
 //!   [`node_facts`] is what it reports.
 //! - [`run`]: `fogshell-agent run`, the operator's smoke test.
-//! - [`terminal`]: the operator's own terminal, for `fogshell-agent run`.
 
 pub mod clock;
 pub mod config;
@@ -23,4 +22,3 @@ pub mod run;
 pub mod runtime;
 pub mod serve;
 pub mod shim;
-pub mod terminal;

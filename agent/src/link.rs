@@ -8,25 +8,47 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fogshell_shared::SessionId;
+use fogshell_shared::frame::TermSize;
+use fogshell_shared::wire::stream::{FramedReader, ReadError, write_message};
 use fogshell_shared::wire::{
-    ALPN, AgentMessage, CoordinatorMessage, Decoder, Heartbeat, Hello, encode,
+    ALPN, AgentMessage, Command, CommandError, CommandOutput, CoordinatorMessage, Heartbeat, Hello,
+    NodeEvent, PtyMessage, PtyStreamHeader, Response, pty_stream_code,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::enroll::IdentityPaths;
+use crate::runtime::PtyStreams;
+use crate::shim::protocol::{ShimEvent, ShimRequest};
 
 /// How long a silent link lives before QUIC closes it; keep-alives go four times as often.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait between two dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What the link reports about the node.
-pub trait NodeReport: Send + Sync {
+/// The node as the link sees it: what to report, and how to carry out the coordinator's
+/// commands and terminals.
+pub trait LocalNode: Send + Sync + 'static {
     /// The hello for a new connection (with what runs now).
     fn hello(&self) -> impl Future<Output = Hello> + Send;
     /// The heartbeat numbered `seq`.
     fn heartbeat(&self, seq: u64) -> impl Future<Output = Heartbeat> + Send;
+    /// News since the last call (shells that exited by themselves), sent with each heartbeat.
+    fn events(&self) -> impl Future<Output = Vec<NodeEvent>> + Send;
+    /// Carries out one command.
+    fn execute(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<CommandOutput, CommandError>> + Send;
+    /// Attaches a terminal to a session this node runs.
+    fn attach(
+        &self,
+        session_id: SessionId,
+        size: TermSize,
+    ) -> impl Future<Output = Result<PtyStreams, CommandError>> + Send;
 }
 
 /// Why one connection ended.
@@ -97,10 +119,10 @@ impl Link {
 
     /// Keeps the link up forever: dial, hello, heartbeats; on failure wait (jittered,
     /// doubling up to 5 s) and dial again. Returns only when the coordinator refuses the node.
-    pub async fn run(&self, report: &impl NodeReport) -> LinkError {
+    pub async fn run<N: LocalNode>(&self, node: &Arc<N>) -> LinkError {
         let mut failures = 0u32;
         loop {
-            match self.once(report, &mut || failures = 0).await {
+            match self.once(node, &mut || failures = 0).await {
                 Err(refused @ LinkError::Refused(_)) => return refused,
                 Err(error) => tracing::warn!(%error, "link down"),
                 Ok(()) => tracing::info!("link closed"),
@@ -118,9 +140,9 @@ impl Link {
     }
 
     /// One connection, until it ends. `on_welcome` runs once the coordinator accepted the hello.
-    pub async fn once(
+    pub async fn once<N: LocalNode>(
         &self,
-        report: &impl NodeReport,
+        node: &Arc<N>,
         on_welcome: &mut impl FnMut(),
     ) -> Result<(), LinkError> {
         let bind: SocketAddr = if self.coordinator.is_ipv4() {
@@ -137,33 +159,28 @@ impl Link {
             .map_err(|e| LinkError::Connect(e.to_string()))?
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
-        let result = self.converse(&connection, report, on_welcome).await;
+        let result = self.converse(&connection, node, on_welcome).await;
         connection.close(0u32.into(), b"bye");
         endpoint.wait_idle().await;
         result
     }
 
-    async fn converse(
+    async fn converse<N: LocalNode>(
         &self,
         connection: &quinn::Connection,
-        report: &impl NodeReport,
+        node: &Arc<N>,
         on_welcome: &mut impl FnMut(),
     ) -> Result<(), LinkError> {
         let broken = |e: &dyn std::fmt::Display| LinkError::Broken(e.to_string());
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| broken(&e))?;
-        let hello = report.hello().await;
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| broken(&e))?;
+        let mut recv = FramedReader::new(recv);
+        let hello = node.hello().await;
         let node_id = hello.node_id.clone();
-        send.write_all(&encode(&AgentMessage::Hello(hello)).map_err(|e| broken(&e))?)
+        write_message(&mut send, &AgentMessage::Hello(hello))
             .await
             .map_err(|e| broken(&e))?;
-        let mut decoder = Decoder::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let interval = match read(&mut recv, &mut decoder, &mut buf).await? {
-            Some(CoordinatorMessage::Welcome(welcome)) => {
-                tracing::info!(%node_id, version = welcome.version, "linked to the coordinator");
-                on_welcome();
-                Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)))
-            }
+        let welcome = match next(&mut recv).await? {
+            Some(CoordinatorMessage::Welcome(welcome)) => welcome,
             Some(CoordinatorMessage::Refusal(refusal)) => {
                 return Err(LinkError::Refused(refusal.message));
             }
@@ -173,46 +190,186 @@ impl Link {
                 )));
             }
         };
+        tracing::info!(%node_id, version = welcome.version, "linked to the coordinator");
+        on_welcome();
+        // Fencing: sessions the coordinator ended or moved while this node was away.
+        for session_id in welcome.fence {
+            tracing::info!(%session_id, "fenced by the coordinator; terminating");
+            if let Err(error) = node.execute(Command::Terminate { session_id }).await {
+                tracing::warn!(%session_id, message = %error.message, "fencing failed");
+            }
+        }
+        let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
+
+        // Terminals arrive as streams the coordinator opens; each is served on its own task.
+        let terminals = tokio::spawn(accept_terminals(connection.clone(), Arc::clone(node)));
+        let _abort_terminals = AbortOnDrop(terminals);
+        // Commands run concurrently (an image pull must not hold up a terminate); their
+        // answers come back here to be written on the control stream.
+        let (answers, mut answered) = mpsc::channel::<AgentMessage>(64);
         let mut tick = tokio::time::interval(interval);
         let mut seq = 0u64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     seq += 1;
-                    let heartbeat = AgentMessage::Heartbeat(report.heartbeat(seq).await);
-                    send.write_all(&encode(&heartbeat).map_err(|e| broken(&e))?)
-                        .await
-                        .map_err(|e| broken(&e))?;
+                    for event in node.events().await {
+                        write_message(&mut send, &AgentMessage::Event(event)).await.map_err(|e| broken(&e))?;
+                    }
+                    let heartbeat = AgentMessage::Heartbeat(node.heartbeat(seq).await);
+                    write_message(&mut send, &heartbeat).await.map_err(|e| broken(&e))?;
                 }
-                message = read(&mut recv, &mut decoder, &mut buf) => match message? {
+                Some(answer) = answered.recv() => {
+                    write_message(&mut send, &answer).await.map_err(|e| broken(&e))?;
+                }
+                message = next(&mut recv) => match message? {
                     None => return Ok(()),
-                    // Commands arrive with the next piece of the fabric; nothing is sent yet.
-                    Some(other) => tracing::debug!(?other, "not handled yet"),
+                    Some(CoordinatorMessage::Request(request)) => {
+                        let node = Arc::clone(node);
+                        let answers = answers.clone();
+                        let span = tracing::info_span!("command", id = request.id, command = command_name(&request.command));
+                        tokio::spawn(async move {
+                            let result = node.execute(request.command).await;
+                            if let Err(error) = &result {
+                                tracing::info!(code = %error.code.as_str(), message = %error.message, "command failed");
+                            }
+                            let _ = answers.send(AgentMessage::Response(Response { id: request.id, result })).await;
+                        }.instrument(span));
+                    }
+                    Some(other) => {
+                        return Err(LinkError::Broken(format!("unexpected message: {other:?}")));
+                    }
                 },
             }
         }
     }
 }
 
-async fn read(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut Decoder,
-    buf: &mut [u8],
+/// The command's name, for spans.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Allocate(_) => "allocate",
+        Command::Terminate { .. } => "terminate",
+        Command::EnforceLimits { .. } => "enforce_limits",
+        Command::List => "list",
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn next(
+    recv: &mut FramedReader<quinn::RecvStream>,
 ) -> Result<Option<CoordinatorMessage>, LinkError> {
-    loop {
-        if let Some(m) = decoder
-            .next_message()
-            .map_err(|e| LinkError::Broken(e.to_string()))?
-        {
-            return Ok(Some(m));
+    recv.next()
+        .await
+        .map_err(|e| LinkError::Broken(e.to_string()))
+}
+
+/// How long the coordinator has to send a terminal stream's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves every terminal stream the coordinator opens on this connection.
+async fn accept_terminals<N: LocalNode>(connection: quinn::Connection, node: Arc<N>) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            if let Err(error) = serve_terminal(node.as_ref(), send, recv).await {
+                tracing::info!(%error, "terminal stream ended");
+            }
+        });
+    }
+}
+
+/// Relays one terminal: shim output up the QUIC stream, input and resizes down to the shim.
+/// Each direction waits for the other end to take what it sent (QUIC flow control above, the
+/// shim socket below), so a flooding shell fills bounded buffers and then waits, while the
+/// input direction — Ctrl-C — keeps moving.
+async fn serve_terminal<N: LocalNode>(
+    node: &N,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Result<(), String> {
+    let mut recv = FramedReader::new(recv);
+    let header: PtyStreamHeader = match tokio::time::timeout(HEADER_TIMEOUT, recv.next()).await {
+        Ok(Ok(Some(header))) => header,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(error)) => {
+            let _ = recv.get_mut().stop(pty_stream_code::MALFORMED.into());
+            return Err(format!("bad header: {error}"));
         }
-        match recv
-            .read(buf)
-            .await
-            .map_err(|e| LinkError::Broken(e.to_string()))?
-        {
-            Some(n) => decoder.extend(&buf[..n]),
-            None => return Ok(None),
+        Err(_) => return Err("no header".into()),
+    };
+    let session_id = header.session_id;
+    let span = tracing::info_span!("terminal", %session_id);
+    async move {
+        let PtyStreams {
+            mut input,
+            mut output,
+            ..
+        } = match node.attach(session_id, header.size).await {
+            Ok(streams) => streams,
+            Err(error) => {
+                let _ = send.reset(pty_stream_code::REFUSED.into());
+                return Err(format!("attach refused: {}", error.message));
+            }
+        };
+        tracing::debug!("terminal attached");
+        let upward = async {
+            while let Some(event) = output.next_event().await.map_err(|e| e.to_string())? {
+                match event {
+                    ShimEvent::Output { data, .. } => {
+                        write_message(&mut send, &PtyMessage::Data(data))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    ShimEvent::Exited { code } => {
+                        write_message(&mut send, &PtyMessage::Exit { code })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let _ = send.finish();
+                        return Ok(());
+                    }
+                    ShimEvent::Attached { .. } | ShimEvent::Status(_) => {}
+                }
+            }
+            Err("the shim closed the terminal".to_string())
+        };
+        let downward = async {
+            loop {
+                match recv.next::<PtyMessage>().await {
+                    Ok(Some(PtyMessage::Data(bytes))) => input
+                        .send(&ShimRequest::Input(bytes))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    Ok(Some(PtyMessage::Resize(size))) => input
+                        .send(&ShimRequest::Resize(size))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    Ok(Some(PtyMessage::Exit { .. })) => {
+                        return Err("exit sent down a terminal".to_string());
+                    }
+                    // The viewer detached; the shell keeps running.
+                    Ok(None) => return Ok(()),
+                    Err(ReadError::Malformed(error)) => {
+                        let _ = recv.get_mut().stop(pty_stream_code::MALFORMED.into());
+                        return Err(format!("malformed terminal message: {error}"));
+                    }
+                    Err(ReadError::Io(error)) => return Err(error.to_string()),
+                }
+            }
+        };
+        // Whichever ends first ends the relay: the shell exited, or the viewer went away.
+        tokio::select! {
+            result = upward => result,
+            result = downward => result,
         }
     }
+    .instrument(span)
+    .await
 }

@@ -60,6 +60,10 @@ struct ServeArgs {
     /// The coordinator's QUIC endpoint, `host:port` [default: the config's node.coordinator].
     #[arg(long)]
     coordinator: Option<String>,
+    /// Import images from this OCI image-layout directory before serving, so sessions can
+    /// start without a registry (the all-in-one stack's default image); repeatable.
+    #[arg(long = "image-layout")]
+    image_layouts: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,7 +194,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         fogshell_shared::RuntimeDriver::Process => {
             let driver = ProcessRuntime::new(host, ProcessRuntime::default_shell());
             let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
-            runtime.block_on(serve(&report, &identity, &coordinator))
+            runtime.block_on(serve(std::sync::Arc::new(report), &identity, &coordinator))
         }
         fogshell_shared::RuntimeDriver::Libcontainer => {
             if !nix::unistd::Uid::effective().is_root() {
@@ -198,10 +202,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             }
             let images =
                 Arc::new(ImageStore::new(&state_dir.join("images")).map_err(|e| e.to_string())?);
+            for layout in &args.image_layouts {
+                let digest = images
+                    .import_layout(layout, None)
+                    .map_err(|e| format!("importing {}: {e}", layout.display()))?;
+                tracing::info!(layout = %layout.display(), %digest, "image imported");
+            }
             let registry = RegistryClient::new(&config.registries);
             let driver = ContainerRuntime::new(host, images, Some(registry), &state_dir);
             let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
-            runtime.block_on(serve(&report, &identity, &coordinator))
+            runtime.block_on(serve(std::sync::Arc::new(report), &identity, &coordinator))
         }
     }
 }

@@ -7,7 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::runtime::{Runtime, RuntimeError, SessionRequest};
 use crate::shim::protocol::{ShimEvent, ShimRequest};
-use crate::terminal::{self, RawMode};
+use fogshell_term::{self as terminal, RawMode};
 
 /// Runs the session to its end and returns the shell's exit status.
 pub async fn run(runtime: &impl Runtime, request: SessionRequest) -> Result<i32, RuntimeError> {

@@ -1,19 +1,25 @@
 //! `fogshell-agent serve`: the node agent as a service. It reaps sessions whose shim died,
-//! then keeps the link to its coordinator up, reporting what the node is and runs.
-//! (Commands from the coordinator — allocate, terminate — are the next piece of the fabric.)
+//! then keeps the link to its coordinator up: reporting what the node is and runs, carrying
+//! out the coordinator's commands through the runtime connector, and relaying terminals.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use fogshell_shared::frame::TermSize;
 use fogshell_shared::node::Arch;
-use fogshell_shared::wire::{Heartbeat, Hello, SUPPORTED_VERSIONS};
-use fogshell_shared::{NodeId, Resources, RuntimeDriver, TrustTier};
+use fogshell_shared::wire::{
+    Command, CommandError, CommandOutput, Heartbeat, Hello, NodeEvent, SUPPORTED_VERSIONS,
+};
+use fogshell_shared::{ErrorCode, NodeId, Resources, RuntimeDriver, SessionId, TrustTier};
 
 use crate::config::NodeSection;
 use crate::enroll::IdentityPaths;
-use crate::link::{Link, NodeReport};
+use crate::link::{Link, LocalNode};
 use crate::node_facts;
-use crate::runtime::Runtime;
+use crate::runtime::{PtyStreams, Runtime, RuntimeError, SessionRequest};
 
 /// The node id a node certificate (PEM) names.
 pub fn node_id_from_certificate(path: &Path) -> Result<NodeId, String> {
@@ -53,6 +59,8 @@ pub struct AgentReport<R> {
     capacity: Resources,
     state_dir: PathBuf,
     runtime: R,
+    /// Sessions whose exit was already reported, so each is reported once.
+    exits_reported: Mutex<BTreeSet<SessionId>>,
 }
 
 impl<R: Runtime> AgentReport<R> {
@@ -72,6 +80,7 @@ impl<R: Runtime> AgentReport<R> {
             arch,
             state_dir: state_dir.to_path_buf(),
             runtime,
+            exits_reported: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -84,7 +93,7 @@ impl<R: Runtime> AgentReport<R> {
     }
 }
 
-impl<R: Runtime> NodeReport for AgentReport<R> {
+impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
     async fn hello(&self) -> Hello {
         let running = self.runtime.list().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "could not list sessions for the hello");
@@ -120,11 +129,112 @@ impl<R: Runtime> NodeReport for AgentReport<R> {
             running: running.iter().map(|s| s.session_id).collect(),
         }
     }
+
+    async fn events(&self) -> Vec<NodeEvent> {
+        let mut events = Vec::new();
+        let Ok(records) = self.runtime.host().records() else {
+            return events;
+        };
+        let known: Vec<SessionId> = {
+            let mut reported = self
+                .exits_reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Forget sessions that are gone, so the set stays as small as the node's sessions.
+            reported.retain(|id| records.iter().any(|r| r.session_id == *id));
+            reported.iter().copied().collect()
+        };
+        for record in records.iter().filter(|r| !known.contains(&r.session_id)) {
+            if let Ok(status) = self.runtime.host().status(record.session_id).await
+                && let Some(code) = status.exited
+            {
+                events.push(NodeEvent::SessionExited {
+                    session_id: record.session_id,
+                    code,
+                });
+            }
+        }
+        let mut reported = self
+            .exits_reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        reported.extend(
+            events
+                .iter()
+                .map(|NodeEvent::SessionExited { session_id, .. }| *session_id),
+        );
+        events
+    }
+
+    async fn execute(&self, command: Command) -> Result<CommandOutput, CommandError> {
+        match command {
+            Command::Allocate(spec) => {
+                let request = SessionRequest::from(&*spec);
+                let runtime_ref = self
+                    .runtime
+                    .allocate(&request)
+                    .await
+                    .map_err(command_error)?;
+                let image_digest = match self.runtime.driver() {
+                    RuntimeDriver::Libcontainer => spec.image_ref.digest(),
+                    RuntimeDriver::Process => None,
+                };
+                Ok(CommandOutput::Allocated {
+                    runtime_ref,
+                    image_digest,
+                })
+            }
+            Command::Terminate { session_id } => {
+                self.runtime
+                    .terminate(session_id)
+                    .await
+                    .map_err(command_error)?;
+                Ok(CommandOutput::Terminated)
+            }
+            Command::EnforceLimits { session_id } => self
+                .runtime
+                .enforce_limits(session_id)
+                .await
+                .map(CommandOutput::Limits)
+                .map_err(command_error),
+            Command::List => self
+                .runtime
+                .list()
+                .await
+                .map(CommandOutput::Sessions)
+                .map_err(command_error),
+        }
+    }
+
+    async fn attach(
+        &self,
+        session_id: SessionId,
+        size: TermSize,
+    ) -> Result<PtyStreams, CommandError> {
+        self.runtime
+            .attach_pty(session_id, size, 0)
+            .await
+            .map_err(command_error)
+    }
+}
+
+/// A runtime failure as the wire protocol reports it.
+fn command_error(error: RuntimeError) -> CommandError {
+    let code = match &error {
+        RuntimeError::NoSuchSession(_) => ErrorCode::NotFound,
+        RuntimeError::AlreadyRunning(_) => ErrorCode::Conflict,
+        RuntimeError::Refused(_) => ErrorCode::PolicyDenied,
+        RuntimeError::Shim(_) | RuntimeError::Io { .. } => ErrorCode::Internal,
+    };
+    CommandError {
+        code,
+        message: error.to_string(),
+    }
 }
 
 /// Runs the agent until the coordinator refuses it.
-pub async fn serve<R: Runtime>(
-    report: &AgentReport<R>,
+pub async fn serve<R: Runtime + 'static>(
+    report: Arc<AgentReport<R>>,
     identity: &IdentityPaths,
     coordinator: &str,
 ) -> Result<(), String> {
@@ -148,5 +258,5 @@ pub async fn serve<R: Runtime>(
     }
     let link = Link::new(identity, address, host)?;
     tracing::info!(node_id = %report.node_id, %coordinator, "agent serving");
-    Err(link.run(report).await.to_string())
+    Err(link.run(&report).await.to_string())
 }

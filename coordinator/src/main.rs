@@ -1,12 +1,19 @@
 //! `fogshell-coordinator`: the control plane's command line.
 
+mod up;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fogshell_coordinator::api::rate_limit::RateLimit;
+use fogshell_coordinator::auth::oidc::OidcConfig;
+use fogshell_coordinator::control::ImagePolicy;
 use fogshell_coordinator::join_tokens::TokenStore;
 use fogshell_coordinator::pki::CertificateAuthority;
+use fogshell_shared::ImageRef;
 use fogshell_shared::Timestamp;
+use fogshell_shared::profile::Profiles;
 use fogshell_telemetry::LogArgs;
 
 /// The fogshell coordinator: API, fleet, placement, PTY gateway and audit for fogshell nodes.
@@ -33,18 +40,133 @@ enum Command {
     /// Manage join tokens, with which new nodes enroll.
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),
-    /// Serve the QUIC endpoint agents enroll through (the agent link, the API and the console
-    /// are still to come). Runs until interrupted.
-    Serve {
+    /// Run the coordinator: the agents' QUIC endpoint and the HTTP API with the PTY gateway.
+    /// Runs until interrupted.
+    Serve(Box<ServeArgs>),
+    /// The all-in-one development stack: a coordinator on loopback with SQLite, the default
+    /// image, a local agent it starts itself, and a built-in development OIDC issuer.
+    Up(UpArgs),
+    /// Open a shell: log in, create a session and attach this terminal to it, like `ssh`.
+    Shell(ShellArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// UDP address for QUIC (agents).
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    listen: std::net::SocketAddr,
+    /// Names agents and clients reach the coordinator by, for its certificates (DNS names or
+    /// IPs); repeatable.
+    #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+    names: Vec<String>,
+    /// TCP address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
+    /// TLS certificate chain (PEM) for the HTTP API [default: one from the coordinator's CA].
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the HTTP API.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP (only allowed on a loopback address).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain_http: bool,
+    /// How clients reach the API, `https://host:port` [default: the bound address].
+    #[arg(long)]
+    public_url: Option<String>,
+    /// The OIDC issuer URL access tokens come from.
+    #[arg(long, required_unless_present = "dev_issuer")]
+    oidc_issuer: Option<String>,
+    /// The audience access tokens must carry.
+    #[arg(long, default_value = "fogshell")]
+    oidc_audience: String,
+    /// The token claim naming the tenant.
+    #[arg(long, default_value = "tenant")]
+    tenant_claim: String,
+    /// The token claim with space-separated scopes.
+    #[arg(long, default_value = "scope")]
+    scope_claim: String,
+    /// Use the built-in development issuer instead (loopback only; never in production).
+    #[arg(long, conflicts_with = "oidc_issuer")]
+    dev_issuer: bool,
+    /// The image sessions run when they name none, pinned: `registry/repo@sha256:…`.
+    #[arg(long)]
+    default_image: ImageRef,
+    /// Development mode: the default image may also be named by tag.
+    #[arg(long)]
+    dev: bool,
+    /// Requests a tenant may make in a burst.
+    #[arg(long, default_value_t = 100)]
+    rate_burst: u32,
+    /// Requests per second a tenant's budget refills by.
+    #[arg(long, default_value_t = 20.0)]
+    rate_per_second: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Where the stack keeps its state [default: $XDG_DATA_HOME/fogshell, or
+    /// /var/lib/fogshell as root].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TCP address for the HTTP API and the console (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
+    /// UDP address for the local agent's link.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    quic: std::net::SocketAddr,
+    /// The default image, an OCI image layout (`images/build.sh` makes it).
+    #[arg(long, default_value = "images/out/default")]
+    image_layout: PathBuf,
+    /// The agent binary [default: `fogshell-agent` next to this one].
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// How the local agent runs shells [default: containers as root, host shells otherwise].
+    #[arg(long, value_enum)]
+    driver: Option<UpDriver>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UpDriver {
+    /// OCI containers through libcontainer (needs root).
+    Libcontainer,
+    /// Host shells on a PTY: no isolation (development only).
+    Process,
+}
+
+#[derive(Debug, clap::Args)]
+struct ShellArgs {
+    /// The coordinator's API.
+    #[arg(long, env = "FOGSHELL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A CA certificate (PEM) to trust for the API [default: the system's roots].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// An access token to use instead of logging in.
+    #[arg(long, env = "FOGSHELL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The session profile.
+    #[arg(long, default_value = "default")]
+    profile: fogshell_shared::ProfileName,
+    /// How long the session may live (`30m`, `8h`).
+    #[arg(long, default_value = "1h", value_parser = parse_session_ttl)]
+    ttl: u32,
+    /// The image, pinned by digest [default: the coordinator's default image].
+    #[arg(long)]
+    image: Option<ImageRef>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit chain's hashes from the first event to the last.
+    Verify {
         #[command(flatten)]
         data: DataDir,
-        /// UDP address for QUIC.
-        #[arg(long, default_value = "0.0.0.0:7443")]
-        listen: std::net::SocketAddr,
-        /// Names agents reach the coordinator by, for its certificate (DNS names or IPs);
-        /// repeatable.
-        #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
-        names: Vec<String>,
     },
 }
 
@@ -111,11 +233,20 @@ fn main() -> ExitCode {
             description,
         }) => create_token(&data.data_dir, ttl, &description),
         Command::JoinToken(JoinTokenCommand::List { data }) => list_tokens(&data.data_dir),
-        Command::Serve {
-            data,
-            listen,
-            names,
-        } => serve(&data.data_dir, listen, &names),
+        Command::Serve(args) => serve(*args),
+        Command::Up(args) => up::up(up::Up {
+            data_dir: args.data_dir,
+            http: args.http,
+            quic: args.quic,
+            image_layout: args.image_layout,
+            agent: args.agent,
+            containers: args.driver.map(|d| d == UpDriver::Libcontainer),
+        }),
+        Command::Shell(args) => match shell(args) {
+            Ok(code) => return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+            Err(error) => Err(error),
+        },
+        Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data.data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,49 +295,126 @@ fn create_token(data_dir: &std::path::Path, ttl: u32, description: &str) -> Resu
     Ok(())
 }
 
-fn serve(
-    data_dir: &std::path::Path,
-    listen: std::net::SocketAddr,
-    names: &[String],
-) -> Result<(), String> {
-    use fogshell_coordinator::fabric;
-    use std::sync::Arc;
+fn serve(args: ServeArgs) -> Result<(), String> {
+    use fogshell_coordinator::server::{HttpTls, Identity, ServerConfig};
 
-    ensure_data_dir(data_dir)?;
-    let ca = Arc::new(
-        CertificateAuthority::load_or_create(data_dir, now().0).map_err(|e| e.to_string())?,
-    );
-    let tokens = TokenStore::open(data_dir).map_err(|e| e.to_string())?;
-    let config = fabric::server_config(&ca, names, now().0)?;
+    let tls = match (args.plain_http, args.tls_cert, args.tls_key) {
+        (true, _, _) => HttpTls::Plain,
+        (false, Some(cert), Some(key)) => HttpTls::Files { cert, key },
+        _ => HttpTls::OwnCa,
+    };
+    let identity = match args.oidc_issuer {
+        Some(issuer) => Identity::Oidc(OidcConfig {
+            tenant_claim: args.tenant_claim,
+            scope_claim: args.scope_claim,
+            ..OidcConfig::new(issuer, args.oidc_audience)
+        }),
+        None => Identity::Dev {
+            audience: args.oidc_audience,
+        },
+    };
+    let config = ServerConfig {
+        data_dir: args.data.data_dir,
+        quic_listen: args.listen,
+        names: args.names,
+        http_listen: args.http,
+        tls,
+        public_url: args.public_url,
+        identity,
+        profiles: Profiles::new(Default::default())?,
+        images: ImagePolicy {
+            default_image: args.default_image,
+            dev_mode: args.dev,
+        },
+        rate: RateLimit {
+            burst: args.rate_burst.max(1),
+            per_second: args.rate_per_second.max(0.01),
+        },
+        lost_within: std::time::Duration::from_secs(2),
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {
-        let endpoint =
-            fabric::bind(listen, config).map_err(|e| format!("binding {listen}: {e}"))?;
-        let local = endpoint.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%local, ca_hash = %ca.ca_hash(), "serving enrollment");
-        // The one line scripts and tests wait for.
-        println!("listening on {local}");
-        let enrollment = Arc::new(fabric::enroll::Enrollment {
-            ca: Arc::clone(&ca),
-            tokens,
-        });
-        let fleet = Arc::new(fogshell_coordinator::fleet::Fleet::new(
-            std::time::Duration::from_secs(2),
-        ));
-        let sweeper = tokio::spawn(fabric::link::sweep_forever(Arc::clone(&fleet)));
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| format!("watching SIGTERM: {e}"))?;
-        tokio::select! {
-            () = fabric::serve(endpoint.clone(), enrollment, fleet) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-            _ = terminate.recv() => tracing::info!("terminated"),
-        }
-        sweeper.abort();
-        endpoint.close(0u32.into(), b"coordinator stopping");
-        endpoint.wait_idle().await;
+        let running = fogshell_coordinator::server::start(config).await?;
+        // The lines scripts and tests wait for.
+        println!("listening on {}", running.quic_addr);
+        println!("api on {}", running.public_url);
+        wait_for_signal().await?;
+        running.shutdown().await;
         Ok(())
     })
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_signal() -> Result<(), String> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("watching SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = terminate.recv() => tracing::info!("terminated"),
+    }
+    Ok(())
+}
+
+/// A session lifetime like `30m` or `8h`, within the API's bounds.
+fn parse_session_ttl(text: &str) -> Result<u32, String> {
+    let seconds = humantime::parse_duration(text)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let range = fogshell_shared::api::TTL_SECONDS;
+    u32::try_from(seconds)
+        .ok()
+        .filter(|s| range.contains(s))
+        .ok_or_else(|| {
+            format!(
+                "a session lives between {}s and {}s",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+fn shell(args: ShellArgs) -> Result<i32, String> {
+    use fogshell_coordinator::client::Client;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    runtime.block_on(async {
+        let client = Client::new(&args.url, args.ca.as_deref())?;
+        let token = match args.token {
+            Some(token) => fogshell_shared::Secret::new(token),
+            None => client.login().await?,
+        };
+        let request = fogshell_shared::api::CreateSessionRequest {
+            profile: args.profile,
+            ttl_seconds: args.ttl,
+            placement_hint: None,
+            image_ref: args.image,
+        };
+        let created = client.create_session(&token, &request).await?;
+        eprintln!(
+            "[fogshell: session {} on {} ({}, {})]",
+            created.session_id,
+            created.placement.node_id,
+            created.placement.region,
+            created.placement.trust_tier
+        );
+        client.attach_here(&created.attach).await
+    })
+}
+
+fn verify_audit(data_dir: &std::path::Path) -> Result<(), String> {
+    use fogshell_coordinator::store::sqlite::SqliteStore;
+    use fogshell_shared::audit::{ChainHash, verify_chain};
+    let path = data_dir.join("fogshell.db");
+    if !path.exists() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let store = SqliteStore::open(&path).map_err(|e| e.to_string())?;
+    let mut prev = (0, ChainHash::GENESIS);
+    store.for_each_event(|record| {
+        prev = verify_chain([record], prev).map_err(|e| e.to_string())?;
+        Ok(())
+    })?;
+    println!("audit chain verified: {} events, head {}", prev.0, prev.1);
+    Ok(())
 }
 
 fn list_tokens(data_dir: &std::path::Path) -> Result<(), String> {

@@ -173,8 +173,9 @@ pub enum AuditEvent {
         session_id: SessionId,
         /// The node.
         node_id: NodeId,
-        /// The image's digest.
-        image_digest: Digest,
+        /// The image's digest; `None` when the `process` driver (development only) ran a host
+        /// shell instead of an image.
+        image_digest: Option<Digest>,
     },
     /// A policy refused something, with the rule id (minimum set).
     #[serde(rename = "policy.denied")]
@@ -613,7 +614,7 @@ mod tests {
         let e = AuditEvent::RuntimeAllocated {
             session_id: SessionId::from_random_bytes([1; 16]),
             node_id: "fog-a".parse().unwrap(),
-            image_digest: Digest::from_bytes([2; 32]),
+            image_digest: Some(Digest::from_bytes([2; 32])),
         };
         let tagged = serde_json::to_value(&e).unwrap();
         let named = serde_json::to_value(e.event_type()).unwrap();

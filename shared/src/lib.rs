@@ -2,7 +2,8 @@
 //!
 //! The contract fogshell's agent and coordinator speak, and the pure logic around it. Like
 //! `quinn-proto` under `quinn`, this crate does no I/O: no sockets, no files, no clock, no
-//! randomness, no async runtime. Everything here can be tested and fuzzed on plain bytes.
+//! randomness, no async runtime — except the framed stream reader the `io` feature adds
+//! (`wire::stream`). Everything else can be tested and fuzzed on plain bytes.
 //!
 //! - [`api`]: HTTP API bodies (`/v1/sessions`, `/v1/events`), pagination.
 //! - [`error`]: the `ECS_…` error codes and the `{code, message, evidence_pointer}` body.

@@ -18,6 +18,18 @@ use fogshell_coordinator::join_tokens::TokenStore;
 use fogshell_coordinator::pki::CertificateAuthority;
 use fogshell_shared::{NodeId, Timestamp};
 
+/// Only the fabric and the fleet are measured here: no control plane listens.
+struct FleetOnly;
+
+impl fabric::FabricHooks for FleetOnly {
+    fn node_connected(&self, _: &fogshell_shared::wire::Hello) -> Vec<fogshell_shared::SessionId> {
+        Vec::new()
+    }
+    fn node_event(&self, _: &NodeId, _: fogshell_shared::wire::NodeEvent) {}
+    fn node_lost(&self, _: &NodeId) {}
+    fn record(&self, _: fogshell_shared::audit::Outcome, _: fogshell_shared::audit::AuditEvent) {}
+}
+
 fn main() {
     let trials: usize = std::env::var("FOGSHELL_BENCH_TRIALS")
         .ok()
@@ -49,8 +61,13 @@ fn main() {
             ca: Arc::clone(&ca),
             tokens,
         });
-        tokio::spawn(fabric::serve(endpoint, enrollment, Arc::clone(&fleet)));
-        tokio::spawn(fabric::link::sweep_forever(Arc::clone(&fleet)));
+        let fabric = fabric::Fabric {
+            fleet: Arc::clone(&fleet),
+            links: Arc::default(),
+            hooks: Arc::new(FleetOnly),
+        };
+        tokio::spawn(fabric::serve(endpoint, enrollment, fabric.clone()));
+        tokio::spawn(fabric::link::sweep_forever(fabric));
         addr
     });
 

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use fogshell_shared::wire::{Decoder, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use fogshell_shared::wire::stream::{FramedReader, write_message};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -18,9 +17,7 @@ pub struct ShimWriter {
 /// Receives a shim's events.
 #[derive(Debug)]
 pub struct ShimReader {
-    half: OwnedReadHalf,
-    decoder: Decoder,
-    buf: Vec<u8>,
+    reader: FramedReader<OwnedReadHalf>,
 }
 
 /// Connects to the shim listening at `socket`.
@@ -30,9 +27,7 @@ pub async fn connect(socket: &Path) -> std::io::Result<(ShimWriter, ShimReader)>
     Ok((
         ShimWriter { half: write },
         ShimReader {
-            half: read,
-            decoder: Decoder::new(),
-            buf: vec![0; 64 * 1024],
+            reader: FramedReader::new(read),
         },
     ))
 }
@@ -40,29 +35,14 @@ pub async fn connect(socket: &Path) -> std::io::Result<(ShimWriter, ShimReader)>
 impl ShimWriter {
     /// Sends one request.
     pub async fn send(&mut self, request: &ShimRequest) -> std::io::Result<()> {
-        let bytes = encode(request).map_err(std::io::Error::other)?;
-        self.half.write_all(&bytes).await
+        write_message(&mut self.half, request).await
     }
 }
 
 impl ShimReader {
     /// The next event, or `None` when the shim closed the connection.
     pub async fn next_event(&mut self) -> std::io::Result<Option<ShimEvent>> {
-        loop {
-            if let Some(event) = self
-                .decoder
-                .next_message::<ShimEvent>()
-                .map_err(std::io::Error::other)?
-            {
-                return Ok(Some(event));
-            }
-            let n = self.half.read(&mut self.buf).await?;
-            if n == 0 {
-                self.decoder.finish().map_err(std::io::Error::other)?;
-                return Ok(None);
-            }
-            self.decoder.extend(&self.buf[..n]);
-        }
+        self.reader.next().await.map_err(std::io::Error::other)
     }
 }
 

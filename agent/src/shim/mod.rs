@@ -53,7 +53,8 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// What the shim's threads share.
 struct State {
     ring: OutputRing,
-    viewer: Option<UnixStream>,
+    /// Every attached viewer (one per agent connection that sent `Attach`), by connection id.
+    viewers: Vec<(u64, UnixStream)>,
     exited: Option<i32>,
 }
 
@@ -71,18 +72,28 @@ impl Shared {
     }
 }
 
-/// Sends one event to the current viewer; drops the viewer if it cannot keep up.
-fn send(state: &mut State, event: &ShimEvent) {
-    let Some(viewer) = state.viewer.as_mut() else {
+/// Sends one event to every viewer; drops a viewer that cannot keep up. Output is not read
+/// from the PTY while this blocks, which is the back-pressure that keeps buffers small.
+fn broadcast(state: &mut State, event: &ShimEvent) {
+    if state.viewers.is_empty() {
         return;
-    };
-    let ok = encode(event)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| viewer.write_all(&bytes));
-    if let Err(error) = ok {
-        tracing::info!(%error, "viewer gone; output keeps going to the ring");
-        state.viewer = None;
     }
+    let Ok(bytes) = encode(event) else { return };
+    state
+        .viewers
+        .retain_mut(|(id, viewer)| match viewer.write_all(&bytes) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::info!(viewer = *id, %error, "viewer gone");
+                false
+            }
+        });
+}
+
+/// Sends one event to one viewer.
+fn send_to(viewer: &mut UnixStream, event: &ShimEvent) -> std::io::Result<()> {
+    let bytes = encode(event).map_err(std::io::Error::other)?;
+    viewer.write_all(&bytes)
 }
 
 enum Lifecycle {
@@ -150,7 +161,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             ring: OutputRing::new(RING_BYTES),
-            viewer: None,
+            viewers: Vec::new(),
             exited: None,
         }),
         pid,
@@ -188,7 +199,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
                 let _ = output_done_rx.recv_timeout(DRAIN_AFTER_EXIT);
                 let mut state = shared.lock();
                 state.exited = Some(code);
-                send(&mut state, &ShimEvent::Exited { code });
+                broadcast(&mut state, &ShimEvent::Exited { code });
                 drop(state);
                 tracing::info!(code, "shell exited");
                 if release_requested {
@@ -233,7 +244,7 @@ fn pump_output(mut reader: Box<dyn Read + Send>, shared: &Shared) {
         let mut state = shared.lock();
         let offset = state.ring.end();
         state.ring.push(&buf[..n]);
-        send(
+        broadcast(
             &mut state,
             &ShimEvent::Output {
                 offset,
@@ -250,13 +261,15 @@ fn accept_viewers(
     lifecycle: mpsc::Sender<Lifecycle>,
 ) {
     let controls = Arc::new(Mutex::new(controls));
-    for conn in listener.incoming() {
+    for (id, conn) in (0u64..).zip(listener.incoming()) {
         let Ok(conn) = conn else { continue };
         let shared = Arc::clone(shared);
         let controls = Arc::clone(&controls);
         let lifecycle = lifecycle.clone();
         std::thread::spawn(move || {
-            if let Err(error) = serve_viewer(conn, &shared, &controls, &lifecycle) {
+            let result = serve_viewer(id, conn, &shared, &controls, &lifecycle);
+            shared.lock().viewers.retain(|(v, _)| *v != id);
+            if let Err(error) = result {
                 tracing::info!(%error, "viewer connection ended");
             }
         });
@@ -264,6 +277,7 @@ fn accept_viewers(
 }
 
 fn serve_viewer(
+    id: u64,
     mut conn: UnixStream,
     shared: &Shared,
     controls: &Mutex<child::Controls>,
@@ -281,12 +295,13 @@ fn serve_viewer(
             .next_message::<ShimRequest>()
             .map_err(std::io::Error::other)?
         {
-            handle_request(request, &conn, shared, controls, lifecycle)?;
+            handle_request(id, request, &conn, shared, controls, lifecycle)?;
         }
     }
 }
 
 fn handle_request(
+    id: u64,
     request: ShimRequest,
     conn: &UnixStream,
     shared: &Shared,
@@ -296,24 +311,23 @@ fn handle_request(
     let controls = || controls.lock().unwrap_or_else(|p| p.into_inner());
     match request {
         ShimRequest::Attach { size, from_offset } => {
-            let viewer = conn.try_clone()?;
+            let mut viewer = conn.try_clone()?;
             viewer.set_write_timeout(Some(VIEWER_WRITE_TIMEOUT))?;
             controls().resize(size)?;
+            // Under the state lock, so no live output slips between the replay and the join.
             let mut state = shared.lock();
-            // The new viewer replaces the old one; the old connection just stops hearing.
-            state.viewer = Some(viewer);
+            state.viewers.retain(|(v, _)| *v != id);
             let (start, data) = state.ring.since(from_offset);
-            send(&mut state, &ShimEvent::Attached { from_offset: start });
-            if !data.is_empty() {
-                for (i, chunk) in data.chunks(64 * 1024).enumerate() {
-                    let offset = start + (i * 64 * 1024) as u64;
-                    let data = chunk.to_vec();
-                    send(&mut state, &ShimEvent::Output { offset, data });
-                }
+            send_to(&mut viewer, &ShimEvent::Attached { from_offset: start })?;
+            for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+                let offset = start + (i * 64 * 1024) as u64;
+                let data = chunk.to_vec();
+                send_to(&mut viewer, &ShimEvent::Output { offset, data })?;
             }
             if let Some(code) = state.exited {
-                send(&mut state, &ShimEvent::Exited { code });
+                send_to(&mut viewer, &ShimEvent::Exited { code })?;
             }
+            state.viewers.push((id, viewer));
         }
         ShimRequest::Input(bytes) => controls().write_input(&bytes)?,
         ShimRequest::Resize(size) => controls().resize(size)?,

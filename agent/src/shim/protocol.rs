@@ -1,7 +1,8 @@
 //! What the agent and a session's shim say over the shim's Unix socket: length-prefixed
 //! postcard, the same framing as the QUIC wire protocol (`fogshell_shared::wire::codec`).
 //!
-//! One agent connection at a time: a new `Attach` replaces the previous viewer.
+//! Any number of agent connections may attach at once (several people watching one
+//! terminal); each gets the replay it asked for, then the same live output.
 
 use std::path::PathBuf;
 

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use fogshell_shared::ErrorCode;
+use fogshell_shared::audit::{AuditEvent, Outcome};
 use fogshell_shared::wire::join::{JoinRequest, JoinResponse};
 use fogshell_shared::wire::{Refusal, SUPPORTED_VERSIONS, encode, negotiate};
 
-use super::{close, read_single};
+use super::{FabricHooks, close, read_single};
 use crate::join_tokens::{RedeemError, TokenStore};
 use crate::pki::CertificateAuthority;
 
@@ -24,11 +25,18 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    /// Decides one join request.
-    pub fn decide(&self, request: &JoinRequest, now: time::OffsetDateTime) -> JoinResponse {
+    /// Decides one join request; returns the answer and what to record of it.
+    pub fn decide(
+        &self,
+        request: &JoinRequest,
+        now: time::OffsetDateTime,
+    ) -> (JoinResponse, Option<(Outcome, AuditEvent)>) {
         let refused = |code, message: String| JoinResponse::Refused(Refusal { code, message });
         if let Err(mismatch) = negotiate(SUPPORTED_VERSIONS, request.versions) {
-            return refused(ErrorCode::UnsupportedVersion, mismatch.to_string());
+            return (
+                refused(ErrorCode::UnsupportedVersion, mismatch.to_string()),
+                None,
+            );
         }
         let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let at = fogshell_shared::Timestamp::from_unix_millis(millis)
@@ -43,30 +51,50 @@ impl Enrollment {
                 ) {
                     Ok(cert) => {
                         tracing::info!(node_id = %request.node_id, %token_id, "node enrolled");
-                        JoinResponse::Accepted {
-                            certificate_der: cert.der,
-                            ca_der: self.ca.cert_der().to_vec(),
-                        }
+                        (
+                            JoinResponse::Accepted {
+                                certificate_der: cert.der,
+                                ca_der: self.ca.cert_der().to_vec(),
+                            },
+                            Some((
+                                Outcome::Success,
+                                AuditEvent::NodeEnrolled {
+                                    node_id: request.node_id.clone(),
+                                },
+                            )),
+                        )
                     }
                     Err(error) => {
                         tracing::warn!(node_id = %request.node_id, %error, "enrollment refused: bad CSR");
-                        refused(ErrorCode::InvalidRequest, error.to_string())
+                        (refused(ErrorCode::InvalidRequest, error.to_string()), None)
                     }
                 }
             }
             Err(RedeemError::Refused(reason)) => {
-                // Recorded as policy.denied once the audit log exists; logged with its rule.
                 tracing::warn!(node_id = %request.node_id, rule_id = reason.rule_id(), "policy.denied: {reason}");
-                refused(
-                    ErrorCode::PolicyDenied,
-                    format!("{}: {reason}", reason.rule_id()),
+                (
+                    refused(
+                        ErrorCode::PolicyDenied,
+                        format!("{}: {reason}", reason.rule_id()),
+                    ),
+                    Some((
+                        Outcome::Denied,
+                        AuditEvent::PolicyDenied {
+                            rule_id: reason.rule_id().into(),
+                            reason: reason.to_string(),
+                            subject: Some(request.node_id.to_string()),
+                        },
+                    )),
                 )
             }
             Err(RedeemError::Io(error)) => {
                 tracing::error!(%error, "enrollment failed: token store");
-                refused(
-                    ErrorCode::Internal,
-                    "the coordinator could not record the token".into(),
+                (
+                    refused(
+                        ErrorCode::Internal,
+                        "the coordinator could not record the token".into(),
+                    ),
+                    None,
                 )
             }
         }
@@ -74,7 +102,11 @@ impl Enrollment {
 }
 
 /// Serves the one exchange of an enrollment connection.
-pub async fn serve_connection(connection: quinn::Connection, enrollment: &Enrollment) {
+pub async fn serve_connection(
+    connection: quinn::Connection,
+    enrollment: &Enrollment,
+    hooks: &dyn FabricHooks,
+) {
     let remote = connection.remote_address();
     let span = tracing::info_span!("enroll", %remote);
     async move {
@@ -93,7 +125,10 @@ pub async fn serve_connection(connection: quinn::Connection, enrollment: &Enroll
                 return;
             }
         };
-        let response = enrollment.decide(&request, time::OffsetDateTime::now_utc());
+        let (response, record) = enrollment.decide(&request, time::OffsetDateTime::now_utc());
+        if let Some((outcome, event)) = record {
+            hooks.record(outcome, event);
+        }
         let refused = matches!(response, JoinResponse::Refused(_));
         match encode(&response) {
             Ok(bytes) => {

@@ -1,19 +1,22 @@
 //! The agent link (ALPN `fogshell/1`): one long-lived control stream per node carrying its
-//! hello, then heartbeats, kept in the [`Fleet`].
+//! hello, then heartbeats (kept in the [`Fleet`](crate::fleet::Fleet)), events, and the
+//! answers to commands sent through its [`NodeLink`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use fogshell_shared::ErrorCode;
+use fogshell_shared::audit::{AuditEvent, Outcome};
+use fogshell_shared::wire::stream::{FramedReader, ReadError, write_message};
 use fogshell_shared::wire::{
-    AgentMessage, CoordinatorMessage, Decoder, Refusal, SUPPORTED_VERSIONS, Welcome, encode,
-    negotiate,
+    AgentMessage, CoordinatorMessage, Refusal, SUPPORTED_VERSIONS, Welcome, negotiate,
 };
 use fogshell_shared::{NodeId, Timestamp};
 
-use super::close;
-use crate::fleet::Fleet;
+use super::nodes::NodeLink;
+use super::{Fabric, close};
+use crate::fleet::granted_tier;
 use crate::pki::node_id_of;
 
 /// How often agents send heartbeats.
@@ -27,47 +30,6 @@ fn now_timestamp() -> Timestamp {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
     Timestamp::from_unix_millis(millis).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// Reads length-prefixed messages from a QUIC stream.
-struct Reader {
-    recv: quinn::RecvStream,
-    decoder: Decoder,
-    buf: Vec<u8>,
-}
-
-/// Why reading from the link stopped.
-#[derive(Debug)]
-enum ReadError {
-    /// The connection went (idle timeout, reset, closed).
-    Gone(String),
-    /// The node sent bytes that are not a valid message.
-    Malformed(String),
-}
-
-impl Reader {
-    async fn next(&mut self) -> Result<Option<AgentMessage>, ReadError> {
-        loop {
-            if let Some(m) = self
-                .decoder
-                .next_message()
-                .map_err(|e| ReadError::Malformed(e.to_string()))?
-            {
-                return Ok(Some(m));
-            }
-            match self.recv.read(&mut self.buf).await {
-                Ok(Some(n)) => self.decoder.extend(&self.buf[..n]),
-                Ok(None) => {
-                    return self
-                        .decoder
-                        .finish()
-                        .map(|()| None)
-                        .map_err(|e| ReadError::Malformed(e.to_string()));
-                }
-                Err(e) => return Err(ReadError::Gone(e.to_string())),
-            }
-        }
-    }
 }
 
 /// The node id in the peer's certificate (already verified against the CA by TLS).
@@ -87,8 +49,13 @@ async fn refuse(
     message: String,
 ) {
     tracing::warn!(%message, "link refused");
-    if let Ok(bytes) = encode(&CoordinatorMessage::Refusal(Refusal { code, message })) {
-        let _ = send.write_all(&bytes).await;
+    if write_message(
+        send,
+        &CoordinatorMessage::Refusal(Refusal { code, message }),
+    )
+    .await
+    .is_ok()
+    {
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     }
@@ -96,7 +63,12 @@ async fn refuse(
 }
 
 /// Serves one agent's link until it ends.
-pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) {
+pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
+    let Fabric {
+        fleet,
+        links,
+        hooks,
+    } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
         Ok(id) => id,
@@ -115,12 +87,8 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
             connection.close(close::PROTOCOL_ERROR.into(), b"no control stream");
             return;
         };
-        let mut reader = Reader {
-            recv,
-            decoder: Decoder::new(),
-            buf: vec![0; 64 * 1024],
-        };
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        let mut reader = FramedReader::new(recv);
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next::<AgentMessage>()).await {
             Ok(Ok(Some(AgentMessage::Hello(hello)))) => hello,
             other => {
                 tracing::warn!(?other, "the first message was not a hello");
@@ -158,22 +126,29 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
         };
         let generation = fleet.connected(&hello, connection.rtt(), Instant::now(), now_timestamp());
         tracing::info!(%node_id, version, region = %hello.region, "node connected");
+        let fence = hooks.node_connected(&hello);
+        hooks.record(
+            Outcome::Success,
+            AuditEvent::NodeConnected {
+                node_id: node_id.clone(),
+                trust_tier: granted_tier(hello.claimed_tier),
+            },
+        );
         let welcome = CoordinatorMessage::Welcome(Welcome {
             version,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
-            fence: Vec::new(),
+            fence,
         });
-        let sent = match encode(&welcome) {
-            Ok(bytes) => send.write_all(&bytes).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = sent {
+        if let Err(error) = write_message(&mut send, &welcome).await {
             tracing::info!(%error, "could not welcome the node");
             fleet.disconnected(&node_id, generation);
             return;
         }
+        // From here on the control stream's sending half belongs to the link, for commands.
+        let link = Arc::new(NodeLink::new(node_id.clone(), connection.clone(), send));
+        links.insert(Arc::clone(&link));
         loop {
-            match reader.next().await {
+            match reader.next::<AgentMessage>().await {
                 Ok(Some(AgentMessage::Heartbeat(hb))) => {
                     fleet.heartbeat(
                         &node_id,
@@ -188,10 +163,15 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
                     connection.close(close::PROTOCOL_ERROR.into(), b"a second hello");
                     break;
                 }
-                // Responses and events belong to commands, which this coordinator does not send yet.
-                Ok(Some(other)) => tracing::debug!(?other, "ignored"),
+                Ok(Some(AgentMessage::Response(response))) => {
+                    let id = response.id;
+                    if !link.answer(response) {
+                        tracing::info!(id, "an answer nobody waits for (it came too late)");
+                    }
+                }
+                Ok(Some(AgentMessage::Event(event))) => hooks.node_event(&node_id, event),
                 Ok(None) => break,
-                Err(ReadError::Gone(reason)) => {
+                Err(ReadError::Io(reason)) => {
                     tracing::info!(%reason, "link gone");
                     break;
                 }
@@ -202,6 +182,7 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
                 }
             }
         }
+        links.remove(&link);
         fleet.disconnected(&node_id, generation);
         tracing::info!("node disconnected");
     }
@@ -211,13 +192,13 @@ pub async fn serve_connection(connection: quinn::Connection, fleet: Arc<Fleet>) 
 
 /// Marks silent nodes lost, every [`SWEEP_INTERVAL`](crate::fleet::SWEEP_INTERVAL), until
 /// the task is aborted.
-pub async fn sweep_forever(fleet: Arc<Fleet>) {
+pub async fn sweep_forever(fabric: Fabric) {
     let mut tick = tokio::time::interval(crate::fleet::SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        for node_id in fleet.sweep(Instant::now()) {
-            // Failover of its sessions hooks in here; recorded as node.lost once audit exists.
+        for node_id in fabric.fleet.sweep(Instant::now()) {
             tracing::warn!(%node_id, "node lost");
+            fabric.hooks.node_lost(&node_id);
         }
     }
 }

@@ -7,12 +7,15 @@
 
 pub mod enroll;
 pub mod link;
+pub mod nodes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fogshell_shared::audit::{AuditEvent, Outcome};
 use fogshell_shared::wire::join::JOIN_ALPN;
-use fogshell_shared::wire::{ALPN, MAX_MESSAGE_BYTES, decode_body};
+use fogshell_shared::wire::{ALPN, Hello, MAX_MESSAGE_BYTES, NodeEvent, decode_body};
+use fogshell_shared::{NodeId, SessionId};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -89,15 +92,42 @@ pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<qu
     quinn::Endpoint::server(config, addr)
 }
 
+/// What the control plane hears from the fabric. Called on the fabric's tasks: quick, no
+/// waiting on nodes (spawn for that).
+pub trait FabricHooks: Send + Sync + 'static {
+    /// A node said hello (and was welcomed): reconcile what it runs; returns the sessions it
+    /// must terminate (fencing: ended or moved while the node was away).
+    fn node_connected(&self, hello: &Hello) -> Vec<SessionId>;
+    /// Unsolicited news from a node.
+    fn node_event(&self, node_id: &NodeId, event: NodeEvent);
+    /// A node was silent past the liveness limit.
+    fn node_lost(&self, node_id: &NodeId);
+    /// Something for the audit log (enrollment, refusals).
+    fn record(&self, outcome: Outcome, event: AuditEvent);
+}
+
+/// Everything the fabric's connections share.
+#[derive(Clone)]
+pub struct Fabric {
+    /// Node registry and liveness.
+    pub fleet: Arc<crate::fleet::Fleet>,
+    /// Live links, for commands and terminals.
+    pub links: Arc<nodes::Links>,
+    /// The control plane's ears.
+    pub hooks: Arc<dyn FabricHooks>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric").finish_non_exhaustive()
+    }
+}
+
 /// Serves connections until the endpoint closes.
-pub async fn serve(
-    endpoint: quinn::Endpoint,
-    enrollment: Arc<enroll::Enrollment>,
-    fleet: Arc<crate::fleet::Fleet>,
-) {
+pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment>, fabric: Fabric) {
     while let Some(incoming) = endpoint.accept().await {
         let enrollment = Arc::clone(&enrollment);
-        let fleet = Arc::clone(&fleet);
+        let fabric = fabric.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let connection = match incoming.await {
@@ -112,8 +142,10 @@ pub async fn serve(
                 .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
                 .and_then(|d| d.protocol);
             match alpn.as_deref() {
-                Some(JOIN_ALPN) => enroll::serve_connection(connection, &enrollment).await,
-                Some(ALPN) => link::serve_connection(connection, fleet).await,
+                Some(JOIN_ALPN) => {
+                    enroll::serve_connection(connection, &enrollment, fabric.hooks.as_ref()).await;
+                }
+                Some(ALPN) => link::serve_connection(connection, fabric).await,
                 _ => connection.close(close::PROTOCOL_ERROR.into(), b"unknown ALPN"),
             }
         });

@@ -13,6 +13,8 @@
 pub mod codec;
 pub mod join;
 pub mod samples;
+#[cfg(feature = "io")]
+pub mod stream;
 pub mod version;
 
 use serde::{Deserialize, Serialize};
@@ -232,8 +234,9 @@ pub enum CommandOutput {
     Allocated {
         /// The agent's handle for it.
         runtime_ref: RuntimeRef,
-        /// The digest of the image it runs (for `runtime.allocated`).
-        image_digest: Digest,
+        /// The digest of the image it runs (for `runtime.allocated`); `None` for the
+        /// `process` driver, which runs a host shell.
+        image_digest: Option<Digest>,
     },
     /// The session and all its traces are gone.
     Terminated,
@@ -322,6 +325,14 @@ pub enum NodeEvent {
         /// Its exit status.
         code: i32,
     },
+}
+
+/// Why a PTY stream was reset or stopped (QUIC application error codes on that stream).
+pub mod pty_stream_code {
+    /// A message on the stream did not decode.
+    pub const MALFORMED: u32 = 1;
+    /// The node does not hold the session, or could not attach to it.
+    pub const REFUSED: u32 = 2;
 }
 
 /// The first message on a PTY stream, from the coordinator: which session to attach to.

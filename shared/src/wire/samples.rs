@@ -69,7 +69,7 @@ pub fn agent_messages() -> Vec<AgentMessage> {
             id: 1,
             result: Ok(CommandOutput::Allocated {
                 runtime_ref: runtime_ref(),
-                image_digest: Digest::from_bytes([0xab; 32]),
+                image_digest: Some(Digest::from_bytes([0xab; 32])),
             }),
         }),
         AgentMessage::Response(Response {

@@ -1,5 +1,5 @@
-//! The operator's own terminal, for `fogshell-agent run`: raw mode while a session is
-//! attached, its size, and restoring it afterwards whatever happens.
+//! The user's own terminal, for `fogshell-agent run` and `fogshell-coordinator shell`: raw
+//! mode while a session is attached, its size, and restoring it afterwards whatever happens.
 
 use std::io::IsTerminal;
 

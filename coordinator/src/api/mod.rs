@@ -1,0 +1,216 @@
+//! The HTTP API (`/v1/…`), the WebSocket PTY gateway and the development issuer, on axum.
+//!
+//! Every `/v1` route but the OpenAPI document and the PTY endpoint (which takes an attach
+//! token instead) sits behind [`authenticate`]: a bearer OIDC access token, verified, mapped
+//! to a [`Principal`], then the tenant's rate limit. Handlers check scopes and call the
+//! [`ControlPlane`]; errors are `{code, message, evidence_pointer}` with the code's status.
+
+mod events;
+pub mod extract;
+pub mod gateway;
+mod nodes;
+pub mod rate_limit;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fogshell_shared::ErrorCode;
+use fogshell_shared::audit::Actor;
+use tracing::Instrument as _;
+
+use crate::auth::dev_issuer::DevIssuer;
+use crate::auth::oidc::OidcVerifier;
+use crate::auth::{Principal, Scope, attach};
+use crate::control::ControlPlane;
+use crate::error::ApiError;
+use crate::fabric::enroll::Enrollment;
+use rate_limit::RateLimiter;
+
+/// The OpenAPI document, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Sessions, nodes, audit.
+    pub control: Arc<ControlPlane>,
+    /// Access-token verification.
+    pub verifier: Arc<OidcVerifier>,
+    /// Per-tenant request budget.
+    pub rate: RateLimiter,
+    /// Join tokens and the CA, for `POST /v1/nodes/join-tokens`.
+    pub enrollment: Arc<Enrollment>,
+    /// The development issuer, when this is the all-in-one stack.
+    pub dev_issuer: Option<Arc<DevIssuer>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.0)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
+        response
+    }
+}
+
+/// The router for `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get_one).delete(sessions::delete),
+        )
+        .route("/v1/sessions/{id}/attach", post(sessions::reattach))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::get_one))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{id}", get(nodes::get_one))
+        .route("/v1/nodes/join-tokens", post(nodes::create_join_token))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ));
+    let router = Router::new()
+        .merge(authenticated)
+        .route("/v1/sessions/{id}/pty", get(gateway::attach))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/auth/config", get(auth_config))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") });
+    let dev_issuer = state.dev_issuer.clone();
+    let router = router.with_state(state);
+    match dev_issuer {
+        Some(issuer) => router.nest(crate::auth::dev_issuer::PATH, issuer.router()),
+        None => router,
+    }
+}
+
+/// The client id fogshell's own clients (CLI, console) use with the issuer.
+pub const CLIENT_ID: &str = "fogshell";
+
+/// How clients log in: which issuer, with which client id. Public, like OIDC discovery.
+async fn auth_config(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "issuer": state.verifier.issuer(),
+        "client_id": CLIENT_ID,
+    }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn anonymous() -> Actor {
+    Actor::User {
+        subject: "<unauthenticated>".into(),
+    }
+}
+
+/// Verifies the bearer token, applies the tenant's rate limit, and hands the [`Principal`] to
+/// the handler; adds the rate-limit headers to whatever it answers.
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let control = &state.control;
+    let principal = match bearer(request.headers()) {
+        None => Err(control.deny(
+            None,
+            anonymous(),
+            ErrorCode::Unauthenticated,
+            "auth.missing_token",
+            "an OIDC access token is required (Authorization: Bearer …)".into(),
+            None,
+        )),
+        Some(token) if token.starts_with(attach::PREFIX) => Err(control.deny(
+            None,
+            anonymous(),
+            ErrorCode::Unauthenticated,
+            "auth.attach_token_as_bearer",
+            "an attach token opens one terminal; it is not an API credential".into(),
+            None,
+        )),
+        Some(token) => state.verifier.verify(token).await.map_err(|refused| {
+            control.deny(
+                None,
+                anonymous(),
+                ErrorCode::Unauthenticated,
+                refused.rule_id,
+                refused.message,
+                None,
+            )
+        }),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(error) => return error.into_response(),
+    };
+    let decision = state.rate.check(&principal.tenant, Instant::now());
+    let mut response = if decision.allowed {
+        let span = tracing::info_span!("api", tenant = %principal.tenant, subject = %principal.subject, method = %request.method(), path = %request.uri().path());
+        request.extensions_mut().insert(principal);
+        next.run(request).instrument(span).await
+    } else {
+        let mut response = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "tenant {} is over its request rate; retry in {} s",
+                principal.tenant, decision.retry_after_secs
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, decision.retry_after_secs.into());
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", decision.limit.into());
+    headers.insert("x-ratelimit-remaining", decision.remaining.into());
+    response
+}
+
+/// Refuses a caller without `scope` (recorded as `policy.denied`).
+pub(crate) fn require(
+    control: &ControlPlane,
+    principal: &Principal,
+    scope: Scope,
+) -> Result<(), ApiError> {
+    if principal.has(scope) {
+        return Ok(());
+    }
+    Err(control.deny(
+        Some(&principal.tenant),
+        Actor::User {
+            subject: principal.subject.clone(),
+        },
+        ErrorCode::Forbidden,
+        "auth.missing_scope",
+        format!("this needs the {} scope", scope.as_str()),
+        None,
+    ))
+}

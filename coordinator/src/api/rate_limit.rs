@@ -1,0 +1,129 @@
+//! Per-tenant rate limiting: a token bucket per tenant, refilled continuously. Pure state,
+//! driven with explicit instants so it tests without sleeping.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fogshell_shared::TenantId;
+
+/// How many requests a tenant may make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Requests a tenant may make at once (the bucket's size; `X-RateLimit-Limit`).
+    pub burst: u32,
+    /// Requests per second the bucket refills by.
+    pub per_second: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            burst: 100,
+            per_second: 20.0,
+        }
+    }
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go ahead.
+    pub allowed: bool,
+    /// `X-RateLimit-Limit`.
+    pub limit: u32,
+    /// `X-RateLimit-Remaining`, after this request.
+    pub remaining: u32,
+    /// `Retry-After` when refused: whole seconds until one request is allowed again.
+    pub retry_after_secs: u64,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Buckets by tenant.
+pub struct RateLimiter {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+/// Tenants idle this long are forgotten (their bucket is full again anyway).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+impl RateLimiter {
+    /// A limiter applying `limit` to every tenant.
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `tenant`'s bucket at `now`.
+    pub fn check(&self, tenant: &TenantId, now: Instant) -> Decision {
+        let RateLimit { burst, per_second } = self.limit;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, b| now.duration_since(b.updated) < FORGET_AFTER);
+        }
+        let bucket = buckets.entry(tenant.clone()).or_insert(Bucket {
+            tokens: f64::from(burst),
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(f64::from(burst));
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Decision {
+                allowed: true,
+                limit: burst,
+                remaining: bucket.tokens.floor() as u32,
+                retry_after_secs: 0,
+            }
+        } else {
+            Decision {
+                allowed: false,
+                limit: burst,
+                remaining: 0,
+                retry_after_secs: ((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refusals_then_refill_per_tenant() {
+        let limiter = RateLimiter::new(RateLimit {
+            burst: 3,
+            per_second: 1.0,
+        });
+        let (a, b): (TenantId, TenantId) = ("org:a".parse().unwrap(), "org:b".parse().unwrap());
+        let t0 = Instant::now();
+        let remaining: Vec<_> = (0..3).map(|_| limiter.check(&a, t0).remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = limiter.check(&a, t0);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after_secs, 1);
+        assert!(
+            limiter.check(&b, t0).allowed,
+            "another tenant has its own bucket"
+        );
+        assert!(limiter.check(&a, t0 + Duration::from_millis(1100)).allowed);
+        assert!(!limiter.check(&a, t0 + Duration::from_millis(1200)).allowed);
+    }
+}

@@ -1,0 +1,696 @@
+//! The control plane: sessions from creation to their end, and what the fabric reports about
+//! nodes. The HTTP layer ([`crate::api`]) authenticates and translates; every decision is
+//! made and recorded here.
+//!
+//! Each state change is committed together with its audit event before anyone is told of it.
+//! Transitions follow [`SessionStatus::can_become`]; a change that lost a race (the session
+//! ended meanwhile) is dropped, never forced.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fogshell_shared::api::{AttachInfo, CreateSessionRequest, CreateSessionResponse};
+use fogshell_shared::audit::{Actor, AuditEntry, AuditEvent, Outcome, TerminationCause};
+use fogshell_shared::frame::TermSize;
+use fogshell_shared::profile::Profiles;
+use fogshell_shared::wire::{AllocateSpec, Command, CommandOutput, Hello, NodeEvent};
+use fogshell_shared::{
+    ErrorCode, ImageRef, NodeId, Secret, SessionId, SessionStatus, TenantId, Timestamp,
+};
+use tracing::Instrument as _;
+
+use crate::auth::Principal;
+use crate::auth::attach::AttachTokens;
+use crate::clock::now;
+use crate::error::{ApiError, evidence_path};
+use crate::fabric::FabricHooks;
+use crate::fabric::nodes::{Links, Terminal};
+use crate::fleet::Fleet;
+use crate::placement::place;
+use crate::store::{Batch, SessionRecord, Store};
+
+/// How long a node may take to start a session (an image pull included).
+pub const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to end one.
+pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long after a shell exits by itself its shim is released: viewers get to read the
+/// last output and the exit status first.
+const RELEASE_AFTER_EXIT: Duration = Duration::from_secs(1);
+/// How often the TTL reaper looks for expired sessions.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which images sessions may run.
+#[derive(Debug, Clone)]
+pub struct ImagePolicy {
+    /// The image a session gets when it names none; pinned by digest.
+    pub default_image: ImageRef,
+    /// Development mode: a request may name the default image by tag, which resolves to its
+    /// pinned digest. Every other tag is refused in every mode.
+    pub dev_mode: bool,
+}
+
+/// The control plane's state.
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    fleet: Arc<Fleet>,
+    links: Arc<Links>,
+    attach: AttachTokens,
+    profiles: Profiles,
+    images: ImagePolicy,
+    /// `ws://host:port` or `wss://host:port`: where clients reach the gateway.
+    public_ws: String,
+    /// Serialises read-check-write of session rows (held only around store calls).
+    transitions: Mutex<()>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("public_ws", &self.public_ws)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_session_id() -> Result<SessionId, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
+    Ok(SessionId::from_random_bytes(bytes))
+}
+
+fn user(principal: &Principal) -> Actor {
+    Actor::User {
+        subject: principal.subject.clone(),
+    }
+}
+
+fn entry(
+    tenant: Option<&TenantId>,
+    actor: Actor,
+    outcome: Outcome,
+    event: AuditEvent,
+) -> AuditEntry {
+    AuditEntry {
+        at: now(),
+        tenant: tenant.cloned(),
+        actor,
+        outcome,
+        event,
+    }
+}
+
+impl ControlPlane {
+    /// A control plane over `store`, placing on `fleet` and commanding through `links`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        fleet: Arc<Fleet>,
+        links: Arc<Links>,
+        profiles: Profiles,
+        images: ImagePolicy,
+        public_ws: String,
+    ) -> Result<Self, String> {
+        if !images.default_image.is_pinned() {
+            return Err(format!(
+                "the default image {} is not pinned by digest",
+                images.default_image
+            ));
+        }
+        Ok(Self {
+            store,
+            fleet,
+            links,
+            attach: AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?,
+            profiles,
+            images,
+            public_ws,
+            transitions: Mutex::new(()),
+        })
+    }
+
+    /// The store (for the API's reads).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The fleet (for the API's reads).
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// Records a refusal as `policy.denied` and returns the error that points at it.
+    pub fn deny(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: Actor,
+        code: ErrorCode,
+        rule_id: &str,
+        message: String,
+        subject: Option<String>,
+    ) -> ApiError {
+        tracing::info!(rule_id, %message, "policy.denied");
+        let event = AuditEvent::PolicyDenied {
+            rule_id: rule_id.into(),
+            reason: message.clone(),
+            subject,
+        };
+        match self.store.commit(Batch::events([entry(
+            tenant,
+            actor,
+            Outcome::Denied,
+            event,
+        )])) {
+            Ok(records) => {
+                let mut error = ApiError::new(code, message);
+                if let Some(record) = records.first() {
+                    error.0 = error.0.with_evidence(evidence_path(&record.id));
+                }
+                error
+            }
+            Err(error) => ApiError::internal(error),
+        }
+    }
+
+    fn resolve_image(
+        &self,
+        principal: &Principal,
+        asked: Option<&ImageRef>,
+    ) -> Result<ImageRef, ApiError> {
+        let Some(asked) = asked else {
+            return Ok(self.images.default_image.clone());
+        };
+        if asked.is_pinned() {
+            return Ok(asked.clone());
+        }
+        let default = &self.images.default_image;
+        let names_default =
+            asked.registry() == default.registry() && asked.repository() == default.repository();
+        if self.images.dev_mode && names_default {
+            return Ok(default.clone());
+        }
+        Err(self.deny(
+            Some(&principal.tenant),
+            user(principal),
+            ErrorCode::ImageNotPinned,
+            "image.unpinned",
+            format!("{asked} is not pinned by digest (name it as repository@sha256:…)"),
+            Some(asked.to_string()),
+        ))
+    }
+
+    /// `POST /v1/sessions`: place, record, allocate on the node, hand out an attach token.
+    pub async fn create_session(
+        &self,
+        principal: &Principal,
+        request: CreateSessionRequest,
+    ) -> Result<CreateSessionResponse, ApiError> {
+        request
+            .validate()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
+        let Some(profile) = self.profiles.get(&request.profile).copied() else {
+            return Err(self.deny(
+                Some(&principal.tenant),
+                user(principal),
+                ErrorCode::UnknownProfile,
+                "profile.unknown",
+                format!("there is no profile {:?}", request.profile.as_str()),
+                Some(request.profile.to_string()),
+            ));
+        };
+        let image_ref = self.resolve_image(principal, request.image_ref.as_ref())?;
+        let placement = place(
+            &self.fleet.views(),
+            &profile,
+            request.placement_hint.as_ref(),
+        )
+        .map_err(|e| ApiError::new(ErrorCode::NoCapacity, e.to_string()))?;
+        let session_id = random_session_id()?;
+        let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id);
+        async move {
+            let created_at = now();
+            let mut session = SessionRecord {
+                session_id,
+                tenant: principal.tenant.clone(),
+                owner: principal.subject.clone(),
+                status: SessionStatus::Pending,
+                profile: request.profile.clone(),
+                image_ref: image_ref.clone(),
+                placement: placement.clone(),
+                created_at,
+                expires_at: created_at
+                    .plus_seconds(request.ttl_seconds)
+                    .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "ttl_seconds too large"))?,
+                runtime_ref: None,
+                exit_code: None,
+            };
+            let tenant = Some(&principal.tenant);
+            self.store.commit(Batch {
+                sessions: vec![session.clone()],
+                events: vec![
+                    entry(tenant, user(principal), Outcome::Success, AuditEvent::SessionCreated {
+                        session_id,
+                        profile: request.profile.clone(),
+                        ttl_seconds: request.ttl_seconds,
+                        image_ref: image_ref.clone(),
+                    }),
+                    entry(tenant, Actor::System, Outcome::Success, AuditEvent::PlacementDecided {
+                        session_id,
+                        node_id: placement.node_id.clone(),
+                        region: placement.region.clone(),
+                        trust_tier: placement.trust_tier,
+                        reasons: placement.reasons.clone(),
+                    }),
+                ],
+            })?;
+            let spec = AllocateSpec {
+                session_id,
+                tenant: principal.tenant.clone(),
+                profile: request.profile.clone(),
+                limits: profile.limits(),
+                network: profile.network,
+                placement: placement.clone(),
+                image_ref: image_ref.clone(),
+            };
+            let result = match self.links.get(&placement.node_id) {
+                Some(link) => link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT).await,
+                None => Err(fogshell_shared::wire::CommandError {
+                    code: ErrorCode::NodeUnavailable,
+                    message: format!("node {} is not connected", placement.node_id),
+                }),
+            };
+            let node_id = placement.node_id.clone();
+            match result {
+                Ok(CommandOutput::Allocated { runtime_ref, image_digest }) => {
+                    let event = entry(tenant, Actor::Node { node_id: node_id.clone() }, Outcome::Success,
+                        AuditEvent::RuntimeAllocated { session_id, node_id, image_digest });
+                    session.runtime_ref = Some(runtime_ref);
+                    if !self.transition(&mut session, SessionStatus::Running, vec![event])? {
+                        // It ended while starting (its shell exited at once, or a DELETE won).
+                        tracing::info!(status = %session.status, "session ended while starting");
+                    }
+                }
+                Ok(other) => {
+                    self.fail(&mut session, format!("unexpected answer to allocate: {other:?}"))?;
+                    return Err(ApiError::internal("a node answered allocate with something else"));
+                }
+                Err(error) => {
+                    tracing::warn!(code = error.code.as_str(), message = %error.message, "allocation failed");
+                    self.fail(&mut session, error.message.clone())?;
+                    let code = match error.code {
+                        ErrorCode::Timeout | ErrorCode::NodeUnavailable | ErrorCode::PolicyDenied => error.code,
+                        _ => ErrorCode::NoCapacity,
+                    };
+                    return Err(ApiError::new(code, format!("the node could not start the session: {}", error.message)));
+                }
+            }
+            let attach = self.attach_info(session_id)?;
+            tracing::info!("session running");
+            Ok(CreateSessionResponse { session_id, attach, placement })
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn fail(&self, session: &mut SessionRecord, reason: String) -> Result<(), ApiError> {
+        let event = entry(
+            Some(&session.tenant),
+            Actor::System,
+            Outcome::Failure,
+            AuditEvent::RuntimeAllocated {
+                session_id: session.session_id,
+                node_id: session.node_id().clone(),
+                image_digest: None,
+            },
+        );
+        tracing::info!(session_id = %session.session_id, %reason, "session failed");
+        self.transition(session, SessionStatus::Failed, vec![event])?;
+        Ok(())
+    }
+
+    /// Moves `session` to `next` with `events`, if the stored row still allows it. `session`
+    /// is refreshed from the store first; returns whether the change was made.
+    fn transition(
+        &self,
+        session: &mut SessionRecord,
+        next: SessionStatus,
+        events: Vec<AuditEntry>,
+    ) -> Result<bool, ApiError> {
+        let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = self
+            .store
+            .session(session.session_id)?
+            .ok_or_else(|| ApiError::internal("a session vanished from the store"))?;
+        if !stored.status.can_become(next) {
+            *session = stored;
+            return Ok(false);
+        }
+        let mut updated = stored;
+        updated.status = next;
+        if session.runtime_ref.is_some() {
+            updated.runtime_ref = session.runtime_ref.clone();
+        }
+        if session.exit_code.is_some() {
+            updated.exit_code = session.exit_code;
+        }
+        self.store.commit(Batch {
+            sessions: vec![updated.clone()],
+            events,
+        })?;
+        *session = updated;
+        Ok(true)
+    }
+
+    fn attach_info(&self, session_id: SessionId) -> Result<AttachInfo, ApiError> {
+        let (token, expires_at) = self
+            .attach
+            .mint(session_id, now())
+            .map_err(ApiError::internal)?;
+        Ok(AttachInfo {
+            ws_url: format!("{}/v1/sessions/{session_id}/pty", self.public_ws),
+            token: Secret::new(token),
+            expires_at,
+        })
+    }
+
+    /// A session of the caller's tenant; another tenant's is "not found", never "forbidden".
+    pub fn session_of(
+        &self,
+        principal: &Principal,
+        session_id: SessionId,
+    ) -> Result<SessionRecord, ApiError> {
+        match self.store.session(session_id)? {
+            Some(session) if session.tenant == principal.tenant => Ok(session),
+            _ => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no session {session_id}"),
+            )),
+        }
+    }
+
+    /// `POST /v1/sessions/{id}/attach`: a fresh attach token for a running session.
+    pub fn reattach(
+        &self,
+        principal: &Principal,
+        session_id: SessionId,
+    ) -> Result<AttachInfo, ApiError> {
+        let session = self.session_of(principal, session_id)?;
+        if session.status.is_final() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("session {session_id} is {}", session.status),
+            ));
+        }
+        self.attach_info(session_id)
+    }
+
+    /// `DELETE /v1/sessions/{id}`: ends the session on its node and records it. Ending an
+    /// ended session succeeds (the client's retry after a lost answer must not fail).
+    pub async fn terminate(
+        &self,
+        principal: &Principal,
+        session_id: SessionId,
+    ) -> Result<(), ApiError> {
+        let session = self.session_of(principal, session_id)?;
+        self.end(session, TerminationCause::UserRequest, user(principal))
+            .await
+    }
+
+    async fn end(
+        &self,
+        mut session: SessionRecord,
+        cause: TerminationCause,
+        actor: Actor,
+    ) -> Result<(), ApiError> {
+        if session.status.is_final() {
+            return Ok(());
+        }
+        let span = tracing::info_span!("session.terminate", session_id = %session.session_id, tenant = %session.tenant, node_id = %session.node_id(), ?cause);
+        async move {
+            let event = entry(
+                Some(&session.tenant),
+                actor,
+                Outcome::Success,
+                AuditEvent::SessionTerminated {
+                    session_id: session.session_id,
+                    cause,
+                },
+            );
+            if !self.transition(&mut session, SessionStatus::Terminated, vec![event])? {
+                return Ok(());
+            }
+            self.release_on_node(session.node_id(), session.session_id)
+                .await;
+            tracing::info!("session terminated");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Tells the node to remove an ended session. A node that cannot be reached is fenced
+    /// when it reconnects (its hello lists the session, the store says it ended).
+    async fn release_on_node(&self, node_id: &NodeId, session_id: SessionId) {
+        let Some(link) = self.links.get(node_id) else {
+            tracing::info!(%node_id, "node not connected; the session is fenced when it returns");
+            return;
+        };
+        match link
+            .request(Command::Terminate { session_id }, TERMINATE_TIMEOUT)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if error.code == ErrorCode::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%node_id, message = %error.message, "the node could not remove the session")
+            }
+        }
+    }
+
+    /// Opens the session's terminal for the gateway after checking its attach token.
+    pub async fn open_terminal(
+        &self,
+        session_id: SessionId,
+        token: &str,
+        size: TermSize,
+    ) -> Result<(SessionRecord, Terminal), ApiError> {
+        if let Err(refused) = self.attach.verify(token, session_id, now()) {
+            return Err(self.deny(
+                None,
+                Actor::System,
+                ErrorCode::Unauthenticated,
+                refused.rule_id,
+                refused.message,
+                Some(session_id.to_string()),
+            ));
+        }
+        let session = self.store.session(session_id)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
+        })?;
+        if session.status != SessionStatus::Running {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("session {session_id} is {}", session.status),
+            ));
+        }
+        let link = self.links.get(session.node_id()).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NodeUnavailable,
+                format!("node {} is not connected", session.node_id()),
+            )
+        })?;
+        let terminal = link
+            .open_terminal(session_id, size)
+            .await
+            .map_err(|e| ApiError::new(e.code, e.message))?;
+        self.store.commit(Batch::events([entry(
+            Some(&session.tenant),
+            Actor::System,
+            Outcome::Success,
+            AuditEvent::SessionAttached {
+                session_id,
+                node_id: session.node_id().clone(),
+            },
+        )]))?;
+        Ok((session, terminal))
+    }
+
+    /// Ends every session whose TTL ran out; returns how many.
+    pub async fn reap_expired(&self, at: Timestamp) -> Result<usize, ApiError> {
+        let expired: Vec<_> = self
+            .store
+            .live_sessions()?
+            .into_iter()
+            .filter(|s| s.expires_at <= at)
+            .collect();
+        let count = expired.len();
+        for session in expired {
+            self.end(session, TerminationCause::Expired, Actor::System)
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Runs the TTL reaper until the task is aborted.
+    pub async fn reap_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REAP_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.reap_expired(now()).await {
+                tracing::warn!(%error, "TTL reaper");
+            }
+        }
+    }
+
+    fn shell_exited(
+        self: &Arc<Self>,
+        node_id: &NodeId,
+        session_id: SessionId,
+        code: i32,
+    ) -> Result<(), ApiError> {
+        let Some(mut session) = self.store.session(session_id)? else {
+            return Ok(());
+        };
+        // A node speaks only for the sessions placed on it.
+        if session.node_id() != node_id {
+            tracing::warn!(%node_id, %session_id, "a node reported a session it does not hold");
+            return Ok(());
+        }
+        session.exit_code = Some(code);
+        let event = entry(
+            Some(&session.tenant),
+            Actor::Node {
+                node_id: node_id.clone(),
+            },
+            Outcome::Success,
+            AuditEvent::SessionTerminated {
+                session_id,
+                cause: TerminationCause::ShellExited,
+            },
+        );
+        self.transition(&mut session, SessionStatus::Terminated, vec![event])?;
+        let this = Arc::clone(self);
+        let node_id = node_id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RELEASE_AFTER_EXIT).await;
+            this.release_on_node(&node_id, session_id).await;
+        });
+        Ok(())
+    }
+
+    fn reconcile(&self, hello: &Hello) -> Result<Vec<SessionId>, ApiError> {
+        let node_id = &hello.node_id;
+        let mut fence = Vec::new();
+        for running in &hello.running {
+            match self.store.session(running.session_id)? {
+                Some(mut session) if session.node_id() == node_id && !session.status.is_final() => {
+                    if session.status == SessionStatus::Interrupted {
+                        self.transition(&mut session, SessionStatus::Running, Vec::new())?;
+                        tracing::info!(session_id = %session.session_id, "session back with its node");
+                    }
+                }
+                // Ended, moved elsewhere, or never heard of: it must not run here.
+                _ => fence.push(running.session_id),
+            }
+        }
+        // Sessions the node should run but does not report died while it was away.
+        for mut session in self.store.live_sessions()? {
+            let reported = hello
+                .running
+                .iter()
+                .any(|r| r.session_id == session.session_id);
+            let here = session.node_id() == node_id;
+            if here
+                && !reported
+                && matches!(
+                    session.status,
+                    SessionStatus::Running | SessionStatus::Interrupted
+                )
+            {
+                let event = entry(
+                    Some(&session.tenant),
+                    Actor::Node {
+                        node_id: node_id.clone(),
+                    },
+                    Outcome::Failure,
+                    AuditEvent::FailoverFailed {
+                        session_id: session.session_id,
+                        from_node: node_id.clone(),
+                        reason: "the node came back without the session".into(),
+                    },
+                );
+                self.transition(&mut session, SessionStatus::Failed, vec![event])?;
+            }
+        }
+        Ok(fence)
+    }
+
+    fn lost(&self, node_id: &NodeId) -> Result<(), ApiError> {
+        let mut count = 0u32;
+        for mut session in self.store.live_sessions()? {
+            if session.node_id() == node_id
+                && matches!(
+                    session.status,
+                    SessionStatus::Running | SessionStatus::Pending
+                )
+                && self.transition(&mut session, SessionStatus::Interrupted, Vec::new())?
+            {
+                count += 1;
+            }
+        }
+        self.store.commit(Batch::events([entry(
+            None,
+            Actor::System,
+            Outcome::Success,
+            AuditEvent::NodeLost {
+                node_id: node_id.clone(),
+                sessions: count,
+            },
+        )]))?;
+        Ok(())
+    }
+}
+
+/// The fabric's reports, handled by the control plane.
+#[derive(Debug, Clone)]
+pub struct Hooks(pub Arc<ControlPlane>);
+
+impl FabricHooks for Hooks {
+    fn node_connected(&self, hello: &Hello) -> Vec<SessionId> {
+        self.0.reconcile(hello).unwrap_or_else(|error| {
+            tracing::error!(%error, "reconciling a node");
+            Vec::new()
+        })
+    }
+
+    fn node_event(&self, node_id: &NodeId, event: NodeEvent) {
+        match event {
+            NodeEvent::SessionExited { session_id, code } => {
+                if let Err(error) = self.0.shell_exited(node_id, session_id, code) {
+                    tracing::error!(%error, "recording a shell's exit");
+                }
+            }
+        }
+    }
+
+    fn node_lost(&self, node_id: &NodeId) {
+        if let Err(error) = self.0.lost(node_id) {
+            tracing::error!(%error, "recording a lost node");
+        }
+    }
+
+    fn record(&self, outcome: Outcome, event: AuditEvent) {
+        let actor = match &event {
+            AuditEvent::NodeEnrolled { node_id } | AuditEvent::NodeConnected { node_id, .. } => {
+                Actor::Node {
+                    node_id: node_id.clone(),
+                }
+            }
+            _ => Actor::System,
+        };
+        if let Err(error) = self
+            .0
+            .store
+            .commit(Batch::events([entry(None, actor, outcome, event)]))
+        {
+            tracing::error!(%error, "recording an audit event");
+        }
+    }
+}
