@@ -12,6 +12,9 @@ apt_packages=(
   busybox-static # the default shell image (images/build.sh)
   docker-registry # a real OCI registry on loopback for the image pull tests
   skopeo       # pushes the default image into that registry
+  openssl      # the API tests' OIDC issuer makes its RSA key with it
+  curl         # the API tests poll the coordinator with it
+  procps       # pkill: the end-to-end tests stop the shims they started
 )
 
 missing=()

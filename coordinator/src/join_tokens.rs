@@ -66,11 +66,22 @@ pub struct TokenRecord {
     pub description: String,
 }
 
-/// The token store.
+/// The token store. The file is the truth: `join-token create` (one process) and a running
+/// coordinator (another) both use it, so every operation reads it under an exclusive lock on
+/// `join-tokens.lock`, changes it, and writes it back before letting go.
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    tokens: Mutex<BTreeMap<String, TokenRecord>>,
+    lock_path: PathBuf,
+    /// Orders this process's own callers (the file lock is per open file, not per thread).
+    local: Mutex<()>,
+}
+
+/// The token map, held under both locks until dropped.
+struct Locked<'a> {
+    tokens: BTreeMap<String, TokenRecord>,
+    _file: std::fs::File,
+    _local: std::sync::MutexGuard<'a, ()>,
 }
 
 fn hash_secret(secret: &str) -> String {
@@ -98,23 +109,28 @@ fn parse(token: &str) -> Result<(&str, &str), TokenError> {
 }
 
 impl TokenStore {
-    /// Opens `<data_dir>/join-tokens.json` (empty if absent).
+    /// Uses `<data_dir>/join-tokens.json` (empty if absent); checks that it reads.
     pub fn open(data_dir: &Path) -> std::io::Result<Self> {
-        let path = data_dir.join("join-tokens.json");
-        let tokens = match std::fs::read(&path) {
+        let store = Self {
+            path: data_dir.join("join-tokens.json"),
+            lock_path: data_dir.join("join-tokens.lock"),
+            local: Mutex::new(()),
+        };
+        drop(store.lock()?);
+        Ok(store)
+    }
+
+    fn read(&self) -> std::io::Result<BTreeMap<String, TokenRecord>> {
+        match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
+                    format!("{}: {e}", self.path.display()),
                 )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(Self {
-            path,
-            tokens: Mutex::new(tokens),
-        })
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
     }
 
     fn save(&self, tokens: &BTreeMap<String, TokenRecord>) -> std::io::Result<()> {
@@ -122,8 +138,19 @@ impl TokenStore {
         crate::files::write_atomically(&self.path, &bytes, 0o600)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TokenRecord>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::io::Result<Locked<'_>> {
+        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)?;
+        file.lock()?;
+        Ok(Locked {
+            tokens: self.read()?,
+            _file: file,
+            _local: local,
+        })
     }
 
     /// Makes a token valid from `now` for `ttl_seconds`, from 30 random bytes the caller
@@ -143,11 +170,11 @@ impl TokenStore {
         let expires_at = now
             .plus_seconds(ttl_seconds)
             .ok_or_else(|| std::io::Error::other("token lifetime out of range"))?;
-        let mut tokens = self.lock();
-        if tokens.contains_key(id) {
+        let mut locked = self.lock()?;
+        if locked.tokens.contains_key(id) {
             return Err(std::io::Error::other("token id collision; mint again"));
         }
-        let mut next = tokens.clone();
+        let mut next = locked.tokens.clone();
         next.insert(
             id.to_owned(),
             TokenRecord {
@@ -159,7 +186,7 @@ impl TokenStore {
             },
         );
         self.save(&next)?;
-        *tokens = next;
+        locked.tokens = next;
         Ok((Secret::new(format!("{id}.{secret}")), id.to_owned()))
     }
 
@@ -167,8 +194,9 @@ impl TokenStore {
     /// its id.
     pub fn redeem(&self, token: &Secret, now: Timestamp) -> Result<String, RedeemError> {
         let (id, secret) = parse(token.expose()).map_err(RedeemError::Refused)?;
-        let mut tokens = self.lock();
-        let record = tokens
+        let locked = self.lock().map_err(RedeemError::Io)?;
+        let record = locked
+            .tokens
             .get(id)
             .ok_or(RedeemError::Refused(TokenError::Unknown))?;
         if !same(&record.secret_sha256, &hash_secret(secret)) {
@@ -180,21 +208,17 @@ impl TokenStore {
         if now >= record.expires_at {
             return Err(RedeemError::Refused(TokenError::Expired));
         }
-        let mut next = tokens.clone();
+        let mut next = locked.tokens.clone();
         if let Some(r) = next.get_mut(id) {
             r.used_at = Some(now);
         }
         self.save(&next).map_err(RedeemError::Io)?;
-        *tokens = next;
         Ok(id.to_owned())
     }
 
     /// Every token's id and record.
-    pub fn list(&self) -> Vec<(String, TokenRecord)> {
-        self.lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    pub fn list(&self) -> std::io::Result<Vec<(String, TokenRecord)>> {
+        Ok(self.lock()?.tokens.into_iter().collect())
     }
 }
 
@@ -275,6 +299,6 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(store.list().len(), 1);
+        assert_eq!(store.list().unwrap().len(), 1);
     }
 }

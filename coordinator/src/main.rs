@@ -421,7 +421,7 @@ fn list_tokens(data_dir: &std::path::Path) -> Result<(), String> {
     let store = TokenStore::open(data_dir).map_err(|e| e.to_string())?;
     let at = now().1;
     println!("{:<8} {:<9} {:<26} DESCRIPTION", "ID", "STATE", "EXPIRES");
-    for (id, record) in store.list() {
+    for (id, record) in store.list().map_err(|e| e.to_string())? {
         let state = match (record.used_at, at >= record.expires_at) {
             (Some(_), _) => "used",
             (None, true) => "expired",

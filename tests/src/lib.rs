@@ -5,6 +5,12 @@
 //! (`CARGO_BIN_EXE_*` covers only a package's own binaries). They sit in the target directory
 //! beside the test executable's `deps/` folder; a missing one fails the test loudly.
 
+pub mod api;
+pub mod issuer;
+pub mod openapi;
+pub mod stack;
+pub mod ws;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -38,3 +44,15 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .output()
         .unwrap_or_else(|e| panic!("could not start {name}: {e}"))
 }
+
+/// What `fogshell-coordinator serve` needs beyond `--listen` and `--data-dir` when a test
+/// exercises only the QUIC fabric: the API on a free loopback port with the development
+/// issuer, and a placeholder default image (no session is started).
+pub const FABRIC_ONLY_SERVE_ARGS: &[&str] = &[
+    "--http",
+    "127.0.0.1:0",
+    "--plain-http",
+    "--dev-issuer",
+    "--default-image",
+    "local/none@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+];

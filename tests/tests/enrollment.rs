@@ -18,6 +18,7 @@ impl Coordinator {
         let mut child = Command::new(binary("fogshell-coordinator"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .args(fogshell_e2e::FABRIC_ONLY_SERVE_ARGS)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -38,6 +38,7 @@ impl Coordinator {
                 "--data-dir",
             ])
             .arg(data)
+            .args(fogshell_e2e::FABRIC_ONLY_SERVE_ARGS)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -188,12 +188,12 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
                         }
                         Err(error) => {
                             tracing::info!(%error, "malformed frame");
-                            return refuse(
-                                ErrorCode::InvalidRequest,
-                                error.to_string(),
-                                error.close_code(),
-                            )
-                            .await;
+                            let code = if error.close_code() == close_code::TOO_BIG {
+                                ErrorCode::PayloadTooLarge
+                            } else {
+                                ErrorCode::InvalidRequest
+                            };
+                            return refuse(code, error.to_string(), error.close_code()).await;
                         }
                     },
                     Ok(Message::Binary(_)) => {

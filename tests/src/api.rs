@@ -1,0 +1,107 @@
+//! An HTTP client for the coordinator's API that checks every answer against the OpenAPI
+//! document the coordinator serves.
+
+use serde_json::Value;
+
+use crate::openapi::OpenApi;
+
+/// One answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body (`null` when empty).
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The client.
+#[derive(Debug)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    doc: OpenApi,
+}
+
+impl Api {
+    /// A client of the API at `base`, with the document it serves.
+    pub async fn new(base: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let text = http
+            .get(format!("{base}/v1/openapi.json"))
+            .send()
+            .await
+            .expect("GET /v1/openapi.json")
+            .text()
+            .await
+            .expect("the document");
+        Self {
+            base: base.to_owned(),
+            http,
+            doc: OpenApi::parse(&text),
+        }
+    }
+
+    /// Calls `method path` (`doc_path` is its documented form, e.g. `/v1/sessions/{id}`) and
+    /// checks the answer against the document.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        doc_path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut request = self.http.request(
+            method.parse().expect("an HTTP method"),
+            format!("{}{path}", self.base),
+        );
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "{method} {path}: not JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        if let Err(mismatch) = self.doc.check(method, doc_path, status, &body) {
+            panic!(
+                "{method} {path} → {status} disagrees with the OpenAPI document: {mismatch}\nbody: {body}"
+            );
+        }
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a raw request (bodies the typed helpers would not make); not checked.
+    pub fn raw(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(
+            method.parse().expect("an HTTP method"),
+            format!("{}{path}", self.base),
+        )
+    }
+}

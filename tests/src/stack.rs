@@ -1,0 +1,297 @@
+//! A whole fogshell for a test: the loopback OIDC issuer, `fogshell-coordinator serve` (plain
+//! HTTP on loopback, SQLite in a temporary directory), and a `fogshell-agent` that joined it
+//! and runs containers through libcontainer with the default image imported from
+//! `images/out/default`. Everything is a real process; everything is stopped when dropped.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary;
+use crate::issuer::{AUDIENCE, Issuer};
+
+/// The default image's OCI layout, built by `images/build.sh` (scripts/test.sh runs it).
+pub fn default_layout() -> PathBuf {
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out/default");
+    assert!(
+        layout.join("index.json").is_file(),
+        "{} is missing: build it with images/build.sh (scripts/test.sh does)",
+        layout.display()
+    );
+    layout
+}
+
+/// The default image, pinned: `local/default@sha256:…`.
+pub fn default_image() -> String {
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(default_layout().join("index.json")).expect("index.json"),
+    )
+    .expect("index.json is JSON");
+    format!(
+        "local/default@{}",
+        index["manifests"][0]["digest"]
+            .as_str()
+            .expect("a manifest digest")
+    )
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// Holds the data directories.
+    pub dir: tempfile::TempDir,
+    /// The identity provider.
+    pub issuer: Issuer,
+    /// `http://127.0.0.1:port`.
+    pub api: String,
+    /// The QUIC endpoint, `127.0.0.1:port`.
+    pub quic: String,
+    coordinator: Option<Child>,
+    agent: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+impl Stack {
+    /// The coordinator's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("coordinator")
+    }
+
+    /// The agent's state directory.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    /// Starts the issuer and a coordinator (no agent yet); `extra` goes on `serve`'s line.
+    pub fn coordinator_only(extra: &[&str]) -> Self {
+        let mut stack = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            issuer: Issuer::start(),
+            api: String::new(),
+            quic: "127.0.0.1:0".into(),
+            coordinator: None,
+            agent: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        stack.start_coordinator("127.0.0.1:0");
+        stack
+    }
+
+    /// Starts the issuer, a coordinator and an agent with containers, and waits until the
+    /// node is connected.
+    pub fn start() -> Self {
+        assert!(
+            is_root(),
+            "these tests run containers and need root (CI runs them as root)"
+        );
+        let mut stack = Self::coordinator_only(&[]);
+        stack.join_agent();
+        stack.start_agent();
+        stack
+    }
+
+    fn start_coordinator(&mut self, http: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("coordinator.log"))
+            .expect("log file");
+        let mut child = Command::new(binary("fogshell-coordinator"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                &self.quic,
+                "--http",
+                http,
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--plain-http", "--name", "127.0.0.1"])
+            .args([
+                "--oidc-issuer",
+                &self.issuer.url,
+                "--oidc-audience",
+                AUDIENCE,
+            ])
+            .args(["--default-image", &default_image()])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,fogshell_coordinator=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting the coordinator");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let logs = self.dir.path().join("coordinator.log");
+        let mut next = |prefix: &str| {
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!(
+                    "the coordinator did not start:\n{}",
+                    std::fs::read_to_string(&logs).unwrap_or_default()
+                )
+            });
+            line.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+                .to_owned()
+        };
+        self.quic = next("listening on ");
+        self.api = next("api on ");
+        self.coordinator = Some(child);
+    }
+
+    fn agent_config(&self) -> PathBuf {
+        let path = self.agent_dir().join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[node]\nregion = \"eu-west\"\ncoordinator = \"{}\"\n",
+                self.quic
+            ),
+        )
+        .expect("agent config");
+        path
+    }
+
+    fn join_agent(&mut self) {
+        std::fs::create_dir_all(self.agent_dir()).expect("agent dir");
+        let data = self.data_dir();
+        let token = crate::run(
+            "fogshell-coordinator",
+            &[
+                "join-token",
+                "create",
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+            ],
+        );
+        let field = |name: &str| {
+            String::from_utf8_lossy(&token.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                .unwrap_or_else(|| panic!("no {name} in {token:?}"))
+        };
+        let joined = Command::new(binary("fogshell-agent"))
+            .args(["join", "--coordinator", &self.quic, "--node-id", "fog-a"])
+            .args(["--token", &field("token:"), "--ca-hash", &field("ca hash:")])
+            .arg("--config")
+            .arg(self.agent_config())
+            .arg("--state-dir")
+            .arg(self.agent_dir())
+            .output()
+            .expect("starting the agent");
+        assert!(joined.status.success(), "join failed: {joined:?}");
+    }
+
+    /// Starts (or restarts) the agent and waits for the node to be connected.
+    pub fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("log file");
+        let child = Command::new(binary("fogshell-agent"))
+            .args(["--log-format", "json", "serve"])
+            .arg("--config")
+            .arg(self.agent_config())
+            .arg("--state-dir")
+            .arg(self.agent_dir())
+            .arg("--image-layout")
+            .arg(default_layout())
+            .env("RUST_LOG", "info,fogshell_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the agent");
+        self.agent = Some(child);
+        self.wait_for_node("connected");
+    }
+
+    /// Waits until `GET /v1/nodes/fog-a` says `state`.
+    pub fn wait_for_node(&self, state: &str) {
+        let token = self.issuer.token("admin", "ops");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sf", "-H", &format!("authorization: Bearer {token}")])
+                .arg(format!("{}/v1/nodes/fog-a", self.api))
+                .output();
+            let body: Option<serde_json::Value> = out
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+            if body.as_ref().is_some_and(|b| b["state"] == state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node fog-a not {state} within 30 s; last: {body:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the coordinator (SIGKILL: nothing gets flushed on the way out) and starts it
+    /// again on the same ports and data.
+    pub fn restart_coordinator(&mut self) {
+        if let Some(mut child) = self.coordinator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let http = self.api.trim_start_matches("http://").to_owned();
+        // The OS may take a moment to release the port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(&http).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.start_coordinator(&http);
+    }
+
+    /// Both processes' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let tail = |text: String| {
+            let lines: Vec<_> = text.lines().collect();
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        };
+        format!(
+            "--- coordinator.log ---\n{}\n--- agent.log ---\n{}",
+            tail(read("coordinator.log")),
+            tail(read("agent.log"))
+        )
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        if let Some(mut coordinator) = self.coordinator.take() {
+            let _ = coordinator.kill();
+            let _ = coordinator.wait();
+        }
+        // Sessions outlive their agent by design (their shims are detached): kill the shims,
+        // then clean up what their containers left, so a test leaves nothing behind.
+        let sessions = self.agent_dir().join("sessions");
+        let pattern = format!("shim --dir {}/", sessions.display());
+        let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
+        if let Ok(entries) = std::fs::read_dir(&sessions) {
+            for entry in entries.flatten() {
+                let _ = Command::new(binary("fogshell-agent"))
+                    .args(["shim", "--delete", "--dir"])
+                    .arg(entry.path())
+                    .output();
+            }
+        }
+    }
+}

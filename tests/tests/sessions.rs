@@ -1,0 +1,313 @@
+//! The session path end to end, with the real binaries, a real container and an OIDC issuer
+//! on loopback: create → attach → type → resize → exit code → delete; several viewers;
+//! malformed frames; the audit chain. Every API answer is checked against the OpenAPI
+//! document the coordinator serves.
+
+use std::time::Duration;
+
+use fogshell_e2e::api::Api;
+use fogshell_e2e::stack::{Stack, default_image};
+use fogshell_e2e::ws::{NORMAL_CLOSE, Viewer};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn create_body() -> Value {
+    json!({"profile": "default", "ttl_seconds": 600})
+}
+
+async fn attach(created: &Value) -> Viewer {
+    Viewer::connect(
+        created["attach"]["ws_url"].as_str().unwrap(),
+        created["attach"]["token"].as_str().unwrap(),
+        80,
+        24,
+    )
+    .await
+    .expect("the attach token opens the terminal")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_from_create_to_delete() {
+    let stack = Stack::start();
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+
+    let created = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&create_body()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let body = created.body;
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["placement"]["node_id"], "fog-a");
+    assert!(
+        body["attach"]["ws_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/sessions/{id}/pty"))
+    );
+
+    let mut viewer = attach(&body).await;
+    let status = viewer.expect_frame("status", WAIT).await;
+    assert_eq!(status["state"], "running");
+    viewer.type_bytes(b"echo \"mar\"\"ker\"\n").await;
+    viewer.expect_output("marker", WAIT).await;
+
+    // A resize reaches the shell's terminal.
+    viewer.resize(101, 33).await;
+    viewer.type_bytes(b"stty size\n").await;
+    viewer.expect_output("33 101", WAIT).await;
+
+    // A second viewer sees the same terminal (with what scrolled by before it came).
+    let mut second = attach(&body).await;
+    second.expect_output("marker", WAIT).await;
+    second.type_bytes(b"echo \"sec\"\"ond\"\n").await;
+    viewer.expect_output("second", WAIT).await;
+
+    let path = format!("/v1/sessions/{id}");
+    let got = api
+        .call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
+        .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["status"], "running");
+    assert_eq!(got.body["image_ref"], default_image());
+    assert!(
+        got.header("x-ratelimit-limit").is_some() && got.header("x-ratelimit-remaining").is_some()
+    );
+
+    // The shell's exit status reaches every viewer, then a normal close.
+    viewer.type_bytes(b"exit 7\n").await;
+    let exit = viewer.expect_frame("exit", WAIT).await;
+    assert_eq!(exit["code"], 7);
+    assert_eq!(viewer.expect_close(WAIT).await, NORMAL_CLOSE);
+    assert_eq!(second.expect_frame("exit", WAIT).await["code"], 7);
+
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = api
+            .call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
+            .await
+            .body["status"]
+            .clone();
+        if status == "terminated" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "terminated");
+    let deleted = api
+        .call("DELETE", &path, "/v1/sessions/{id}", Some(&alice), None)
+        .await;
+    assert_eq!(
+        (deleted.status, deleted.body.clone()),
+        (200, json!({"terminated": true}))
+    );
+
+    let listed = api
+        .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
+        .await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+
+    // A session that is deleted while it runs ends on its node too.
+    let created = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&create_body()),
+        )
+        .await
+        .body;
+    let mut viewer = attach(&created).await;
+    viewer.expect_frame("status", WAIT).await;
+    let path = format!("/v1/sessions/{}", created["session_id"].as_str().unwrap());
+    let deleted = api
+        .call("DELETE", &path, "/v1/sessions/{id}", Some(&alice), None)
+        .await;
+    assert_eq!(deleted.status, 200);
+    viewer.expect_close(WAIT).await;
+    // The node removes both: the deleted one at once, the exited one a moment after its
+    // viewers saw the exit.
+    let sessions_dir = stack.agent_dir().join("sessions");
+    let mut left = usize::MAX;
+    for _ in 0..200 {
+        left = std::fs::read_dir(&sessions_dir).unwrap().count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "sessions left on the node\n{}", stack.logs());
+
+    // The audit chain verifies and holds the minimum set.
+    let verified = fogshell_e2e::run(
+        "fogshell-coordinator",
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            stack.data_dir().to_str().unwrap(),
+        ],
+    );
+    assert!(verified.status.success(), "{verified:?}");
+    let events = api
+        .call(
+            "GET",
+            "/v1/events?limit=1000",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "session.created",
+        "session.attached",
+        "session.terminated",
+        "placement.decided",
+        "runtime.allocated",
+    ] {
+        assert!(types.contains(&wanted), "no {wanted} in {types:?}");
+    }
+    let allocated = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "runtime.allocated")
+        .unwrap();
+    assert_eq!(
+        format!(
+            "local/default@{}",
+            allocated["details"]["image_digest"].as_str().unwrap()
+        ),
+        default_image()
+    );
+    let placed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "placement.decided")
+        .unwrap();
+    assert_eq!(placed["details"]["reasons"][0], "FOG_LOWEST_LATENCY");
+
+    // Pagination and filters.
+    let page = api
+        .call(
+            "GET",
+            "/v1/events?limit=2",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
+    let next = api
+        .call(
+            "GET",
+            &format!("/v1/events?limit=2&cursor={cursor}"),
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body;
+    assert!(next["items"][0]["seq"].as_u64() > page["items"][1]["seq"].as_u64());
+    let terminated = api
+        .call(
+            "GET",
+            "/v1/events?event_type=session.terminated&outcome=success",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(terminated["items"].as_array().unwrap().len(), 2);
+    assert!(terminated.get("next_cursor").is_none());
+    let one = api
+        .call(
+            "GET",
+            &format!("/v1/events/{}", allocated["id"].as_str().unwrap()),
+            "/v1/events/{id}",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(&one.body, allocated);
+    let bad = api
+        .call(
+            "GET",
+            "/v1/events?limit=1001",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["code"].as_str()),
+        (400, Some("ECS_INVALID_REQUEST"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_an_error_and_a_close_code_and_the_shell_carries_on() {
+    let stack = Stack::start();
+    let api = Api::new(&stack.api).await;
+    let token = stack.issuer.token("bob", "org-b");
+    let created = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&token),
+            Some(&create_body()),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", stack.logs());
+    let created = created.body;
+    let mut steady = attach(&created).await;
+    steady.expect_frame("status", WAIT).await;
+
+    let oversize = format!(
+        r#"{{"type":"stdin","data_b64":"{}"}}"#,
+        "A".repeat(200 * 1024)
+    );
+    let cases: [(&str, u16); 6] = [
+        ("not json", 1007),
+        (r#"{"type":"teleport"}"#, 1007),
+        (r#"{"type":"stdin","data_b64":"@@@"}"#, 1007),
+        (r#"{"type":"resize","cols":0,"rows":24}"#, 1007),
+        (r#"{"type":"resize","cols":100000,"rows":24}"#, 1007),
+        (&oversize, 1009),
+    ];
+    for (frame, close) in cases {
+        let mut bad = attach(&created).await;
+        bad.send_text(frame).await;
+        let error = bad.expect_frame("error", WAIT).await;
+        let code = if close == 1009 {
+            "ECS_PAYLOAD_TOO_LARGE"
+        } else {
+            "ECS_INVALID_REQUEST"
+        };
+        assert_eq!(error["code"], code, "for {:.40}", frame);
+        assert_eq!(bad.expect_close(WAIT).await, close, "for {:.40}", frame);
+    }
+    // The shell and the other viewer never noticed.
+    steady.type_bytes(b"echo \"sti\"\"ll here\"\n").await;
+    steady.expect_output("still here", WAIT).await;
+}
