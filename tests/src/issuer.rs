@@ -113,6 +113,7 @@ pub struct Issuer {
     pub keys: Vec<SigningKey>,
     /// A key it does not publish (tokens signed with it name an unknown `kid`).
     pub unpublished: SigningKey,
+    jwks: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<std::thread::JoinHandle<()>>,
 }
@@ -135,7 +136,10 @@ impl Issuer {
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
         });
-        let jwks = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new(
+            keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>(),
+        ));
+        let published = std::sync::Arc::clone(&jwks);
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -143,7 +147,10 @@ impl Issuer {
             )
             .route(
                 "/jwks",
-                axum::routing::get(move || async move { axum::Json(jwks) }),
+                axum::routing::get(move || {
+                    let keys = published.lock().map(|k| k.clone()).unwrap_or_default();
+                    async move { axum::Json(json!({ "keys": keys })) }
+                }),
             );
         // Its own thread and runtime, so tests of any flavour (sync or async) can use it.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -165,9 +172,15 @@ impl Issuer {
             url,
             keys,
             unpublished,
+            jwks,
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// Starts publishing `key` (a key rotation at the issuer).
+    pub fn publish(&self, key: &SigningKey) {
+        self.jwks.lock().expect("the JWKS").push(key.jwk.clone());
     }
 
     /// Claims for `subject` of `tenant` with `scope`, valid for an hour from now.
