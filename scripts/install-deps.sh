@@ -2,7 +2,12 @@
 # Installs what building and testing fogshell needs on Debian 12, idempotently: Debian packages
 # that are missing, and cargo tools that are missing. Safe to run again; does nothing when all
 # is there. Run as root (CI is root); otherwise it says what to install and fails.
+#
+#   scripts/install-deps.sh          everything the tests need
+#   scripts/install-deps.sh --run    only what building and running the stack needs (scripts/up.sh)
 set -euo pipefail
+run_only=false
+[[ ${1:-} == --run ]] && run_only=true
 
 # Debian packages the build and the tests need, one line each with why.
 apt_packages=(
@@ -17,6 +22,10 @@ apt_packages=(
   procps       # pkill: the end-to-end tests stop the shims they started
 )
 
+if $run_only; then
+  apt_packages=(pkg-config libseccomp-dev busybox-static)
+fi
+
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -30,6 +39,8 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+$run_only && exit 0
 
 # Cargo tools, pinned so a new release cannot change CI under us.
 cargo_tool() {

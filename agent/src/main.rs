@@ -279,7 +279,7 @@ fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
     };
     let span = tracing::info_span!("run", session_id = %request.session_id);
     let _entered = span.enter();
-    match args.driver {
+    let result = match args.driver {
         Driver::Process => {
             let driver = ProcessRuntime::new(host, ProcessRuntime::default_shell());
             runtime
@@ -311,5 +311,9 @@ fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
                 .block_on(fogshell_agent::run::run(&driver, request))
                 .map_err(|e| e.to_string())
         }
-    }
+    };
+    // A read of the terminal may still be pending on tokio's blocking pool; it must not hold
+    // the exit until the operator presses a key.
+    runtime.shutdown_background();
+    result
 }

@@ -376,7 +376,7 @@ fn parse_session_ttl(text: &str) -> Result<u32, String> {
 fn shell(args: ShellArgs) -> Result<i32, String> {
     use fogshell_coordinator::client::Client;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let client = Client::new(&args.url, args.ca.as_deref())?;
         let token = match args.token {
             Some(token) => fogshell_shared::Secret::new(token),
@@ -397,7 +397,11 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
             created.placement.trust_tier
         );
         client.attach_here(&created.attach).await
-    })
+    });
+    // A read of the terminal may still be pending on tokio's blocking pool; it must not
+    // hold the exit until the user presses a key.
+    runtime.shutdown_background();
+    result
 }
 
 fn verify_audit(data_dir: &std::path::Path) -> Result<(), String> {

@@ -249,6 +249,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     ];
     tasks.push(match tls {
         None => tokio::spawn(async move {
+            use axum::serve::ListenerExt as _;
+            let http = http.tap_io(|tcp| tune_client_socket(tcp));
             if let Err(error) = axum::serve(http, app).await {
                 tracing::error!(%error, "HTTP server stopped");
             }
@@ -279,6 +281,20 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     })
 }
 
+/// What the gateway may have queued in the kernel towards one client. Terminal output waits
+/// for the client instead of piling up here, so Ctrl-C under a flood is seen at once.
+const CLIENT_SEND_BUFFER: usize = 64 * 1024;
+
+/// No Nagle delay on keystroke echoes, and a bounded send buffer.
+fn tune_client_socket(tcp: &tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY");
+    }
+    if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, CLIENT_SEND_BUFFER) {
+        tracing::debug!(%error, "SO_SNDBUF");
+    }
+}
+
 async fn serve_tls(listener: TcpListener, app: axum::Router, tls: Arc<rustls::ServerConfig>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
@@ -290,6 +306,7 @@ async fn serve_tls(listener: TcpListener, app: axum::Router, tls: Arc<rustls::Se
                 continue;
             }
         };
+        tune_client_socket(&tcp);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {

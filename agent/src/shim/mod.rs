@@ -37,6 +37,9 @@ pub const RING_BYTES: usize = 1024 * 1024;
 /// not stall the shell's output forever.
 const VIEWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The kernel's send buffer towards a viewer (it doubles what it is given).
+const VIEWER_SEND_BUFFER: usize = 16 * 1024;
+
 /// How long to wait for the last output after the shell exits. A background job can hold the
 /// PTY open after its shell is gone, so this is bounded.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -84,7 +87,10 @@ fn broadcast(state: &mut State, event: &ShimEvent) {
         .retain_mut(|(id, viewer)| match viewer.write_all(&bytes) {
             Ok(()) => true,
             Err(error) => {
-                tracing::info!(viewer = *id, %error, "viewer gone");
+                tracing::info!(viewer = *id, %error, "viewer gone or stuck; disconnecting it");
+                // Shut the connection, not just this handle: the agent must see the end, not
+                // a terminal that silently stopped.
+                let _ = viewer.shutdown(std::net::Shutdown::Both);
                 false
             }
         });
@@ -313,6 +319,9 @@ fn handle_request(
         ShimRequest::Attach { size, from_offset } => {
             let mut viewer = conn.try_clone()?;
             viewer.set_write_timeout(Some(VIEWER_WRITE_TIMEOUT))?;
+            // Output waits for the viewer rather than queueing in the socket: the less is
+            // queued, the sooner Ctrl-C shows.
+            rustix::net::sockopt::set_socket_send_buffer_size(&viewer, VIEWER_SEND_BUFFER)?;
             controls().resize(size)?;
             // Under the state lock, so no live output slips between the replay and the join.
             let mut state = shared.lock();

@@ -29,8 +29,9 @@ use crate::error::ApiError;
 use crate::fabric::nodes::Terminal;
 use crate::store::SessionRecord;
 
-/// Output frames queued for a slow viewer before the relay stops reading the node.
-const OUTPUT_QUEUE: usize = 4;
+/// Output frames queued for a slow viewer before the relay stops reading the node: one, as
+/// ttyd does, so a flood queues little and Ctrl-C is felt at once.
+const OUTPUT_QUEUE: usize = 1;
 
 /// WebSocket close codes (RFC 6455 §7.4.1).
 mod close_code {

@@ -41,10 +41,17 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// `disconnected`); agents send keep-alives four times as often.
 pub fn transport(idle_timeout: std::time::Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
+    // A node may send this much of one stream ahead of the coordinator's reads. Terminal
+    // output is bounded by it end to end: small enough that little is queued when Ctrl-C
+    // stops a flood, large enough for the PTY's full speed at fog-node round-trip times.
+    transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
     transport.keep_alive_interval(Some(idle_timeout / 4));
     transport
 }
+
+/// The per-stream receive window, bytes.
+pub const STREAM_WINDOW: u32 = 64 * 1024;
 
 /// How long a link may be silent before QUIC closes it.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
