@@ -271,6 +271,9 @@ async fn next(
         .map_err(|e| LinkError::Broken(e.to_string()))
 }
 
+/// Terminal output merged into one message while more is already waiting.
+const COALESCE_BYTES: usize = 32 * 1024;
+
 /// How long the coordinator has to send a terminal stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -321,9 +324,29 @@ async fn serve_terminal<N: LocalNode>(
         };
         tracing::debug!("terminal attached");
         let upward = async {
-            while let Some(event) = output.next_event().await.map_err(|e| e.to_string())? {
+            let mut waiting: Option<ShimEvent> = None;
+            loop {
+                let event = match waiting.take() {
+                    Some(event) => event,
+                    None => match output.next_event().await.map_err(|e| e.to_string())? {
+                        Some(event) => event,
+                        None => return Err("the shim closed the terminal".to_string()),
+                    },
+                };
                 match event {
-                    ShimEvent::Output { data, .. } => {
+                    ShimEvent::Output { mut data, .. } => {
+                        // Output that is already here goes in the same message; the first
+                        // byte of a burst is never held back for more.
+                        while data.len() < COALESCE_BYTES {
+                            match output.next_buffered().map_err(|e| e.to_string())? {
+                                Some(ShimEvent::Output { data: more, .. }) => data.extend(more),
+                                Some(other) => {
+                                    waiting = Some(other);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
                         write_message(&mut send, &PtyMessage::Data(data))
                             .await
                             .map_err(|e| e.to_string())?;
@@ -338,7 +361,6 @@ async fn serve_terminal<N: LocalNode>(
                     ShimEvent::Attached { .. } | ShimEvent::Status(_) => {}
                 }
             }
-            Err("the shim closed the terminal".to_string())
         };
         let downward = async {
             loop {

@@ -48,6 +48,16 @@ enum Command {
     Up(UpArgs),
     /// Open a shell: log in, create a session and attach this terminal to it, like `ssh`.
     Shell(ShellArgs),
+    /// Log in (authorization code + PKCE) and print the access token, for API clients:
+    /// `TOKEN=$(fogshell-coordinator login)`.
+    Login {
+        /// The coordinator's API.
+        #[arg(long, env = "FOGSHELL_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A CA certificate (PEM) to trust for the API [default: the system's roots].
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -247,6 +257,7 @@ fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data.data_dir),
+        Command::Login { url, ca } => login(&url, ca.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -402,6 +413,17 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
     // hold the exit until the user presses a key.
     runtime.shutdown_background();
     result
+}
+
+fn login(url: &str, ca: Option<&std::path::Path>) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
+    let token = runtime.block_on(async {
+        fogshell_coordinator::client::Client::new(url, ca)?
+            .login()
+            .await
+    })?;
+    println!("{}", token.expose());
+    Ok(())
 }
 
 fn verify_audit(data_dir: &std::path::Path) -> Result<(), String> {

@@ -281,17 +281,10 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     })
 }
 
-/// What the gateway may have queued in the kernel towards one client. Terminal output waits
-/// for the client instead of piling up here, so Ctrl-C under a flood is seen at once.
-const CLIENT_SEND_BUFFER: usize = 64 * 1024;
-
-/// No Nagle delay on keystroke echoes, and a bounded send buffer.
+/// No Nagle delay on keystroke echoes.
 fn tune_client_socket(tcp: &tokio::net::TcpStream) {
     if let Err(error) = tcp.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY");
-    }
-    if let Err(error) = rustix::net::sockopt::set_socket_send_buffer_size(tcp, CLIENT_SEND_BUFFER) {
-        tracing::debug!(%error, "SO_SNDBUF");
     }
 }
 

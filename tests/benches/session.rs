@@ -44,7 +44,12 @@ struct BarePty {
 impl BarePty {
     fn start() -> Self {
         let pty = native_pty_system()
-            .openpty(PtySize { rows: 24, cols: 80, pixel_width: 0, pixel_height: 0 })
+            .openpty(PtySize {
+                rows: 24,
+                cols: 80,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
             .expect("a PTY");
         let mut command = CommandBuilder::new("/bin/busybox");
         command.args(["sh"]);
@@ -72,7 +77,10 @@ impl BarePty {
         let mut read = 0;
         let mut from = 0;
         loop {
-            if let Some(at) = self.seen[from..].windows(needle.len()).position(|w| w == needle) {
+            if let Some(at) = self.seen[from..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+            {
                 self.seen.drain(..from + at + needle.len());
                 return read;
             }
@@ -107,7 +115,10 @@ impl Remote {
         loop {
             // Only bytes not yet searched (plus an overlap for a needle cut in two).
             let from = self.consumed;
-            if let Some(at) = self.viewer.output[from..].windows(needle.len()).position(|w| w == needle) {
+            if let Some(at) = self.viewer.output[from..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+            {
                 let end = from + at + needle.len();
                 self.viewer.output.drain(..end);
                 self.consumed = 0;
@@ -146,27 +157,64 @@ struct Figures {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("FOGSHELL_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rounds: usize = std::env::var("FOGSHELL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let stack = Stack::start();
     let mut f = Figures {
-        start_ms: vec![], echo_bare_ms: vec![], echo_fogshell_ms: vec![], mbps_bare: vec![], mbps_fogshell: vec![],
-        ctrl_c_bare_ms: vec![], ctrl_c_fogshell_ms: vec![], after_c_bare: vec![], after_c_fogshell: vec![],
+        start_ms: vec![],
+        echo_bare_ms: vec![],
+        echo_fogshell_ms: vec![],
+        mbps_bare: vec![],
+        mbps_fogshell: vec![],
+        ctrl_c_bare_ms: vec![],
+        ctrl_c_fogshell_ms: vec![],
+        after_c_bare: vec![],
+        after_c_fogshell: vec![],
     };
     runtime.block_on(async {
         let api = Api::new(&stack.api).await;
         let token = stack.issuer.token("bench", "bench");
         let body = json!({"profile": "default", "ttl_seconds": 3600});
         // Warm-up: the image is imported and unpacked once, outside the measurement.
-        let warm = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&token), Some(&body)).await;
+        let warm = api
+            .call(
+                "POST",
+                "/v1/sessions",
+                "/v1/sessions",
+                Some(&token),
+                Some(&body),
+            )
+            .await;
         assert_eq!(warm.status, 201, "{}", warm.body);
         let id = warm.body["session_id"].as_str().unwrap();
-        api.call("DELETE", &format!("/v1/sessions/{id}"), "/v1/sessions/{id}", Some(&token), None).await;
+        api.call(
+            "DELETE",
+            &format!("/v1/sessions/{id}"),
+            "/v1/sessions/{id}",
+            Some(&token),
+            None,
+        )
+        .await;
 
         for round in 0..rounds {
             // Start-up: POST → first prompt byte.
             let started = Instant::now();
-            let created = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&token), Some(&body)).await;
+            let created = api
+                .call(
+                    "POST",
+                    "/v1/sessions",
+                    "/v1/sessions",
+                    Some(&token),
+                    Some(&body),
+                )
+                .await;
             assert_eq!(created.status, 201, "{}", created.body);
             let mut remote = Remote {
                 viewer: Viewer::connect(
@@ -209,7 +257,9 @@ fn main() {
                 remote.wait_for(b"$ ").await;
 
                 // Throughput: the same pipeline on both.
-                let flood = format!("head -c {THROUGHPUT_BYTES} /dev/zero | base64 | cat; echo \"do\"\"ne\"\n");
+                let flood = format!(
+                    "head -c {THROUGHPUT_BYTES} /dev/zero | base64 | cat; echo \"do\"\"ne\"\n"
+                );
                 bare.write(flood.as_bytes());
                 bare.wait_for(b"/dev/zero");
                 let t = Instant::now();
@@ -219,7 +269,8 @@ fn main() {
                 remote.wait_for(b"/dev/zero").await;
                 let t = Instant::now();
                 let n = remote.wait_for(b"done\r\n").await;
-                f.mbps_fogshell.push(n as f64 / t.elapsed().as_secs_f64() / 1e6);
+                f.mbps_fogshell
+                    .push(n as f64 / t.elapsed().as_secs_f64() / 1e6);
                 bare.wait_for(b"$ ");
                 remote.wait_for(b"$ ").await;
 
@@ -245,23 +296,53 @@ fn main() {
                 }
             }
             let id = created.body["session_id"].as_str().unwrap();
-            api.call("DELETE", &format!("/v1/sessions/{id}"), "/v1/sessions/{id}", Some(&token), None).await;
+            api.call(
+                "DELETE",
+                &format!("/v1/sessions/{id}"),
+                "/v1/sessions/{id}",
+                Some(&token),
+                None,
+            )
+            .await;
         }
     });
     let p = |v: &mut Vec<f64>, q: f64| percentile(v, q);
     println!("| measure | bare PTY | fogshell | goal |");
     println!("|---|---|---|---|");
-    println!("| POST /v1/sessions → first prompt byte, p50 / p99 ({} runs) | – | {:.1} / {:.1} ms | ≤ 50 ms p50 |",
-        f.start_ms.len(), p(&mut f.start_ms, 0.5), p(&mut f.start_ms, 0.99));
+    println!(
+        "| POST /v1/sessions → first prompt byte, p50 / p99 ({} runs) | – | {:.1} / {:.1} ms | ≤ 50 ms p50 |",
+        f.start_ms.len(),
+        p(&mut f.start_ms, 0.5),
+        p(&mut f.start_ms, 0.99)
+    );
     let (b50, b99) = (p(&mut f.echo_bare_ms, 0.5), p(&mut f.echo_bare_ms, 0.99));
-    let (r50, r99) = (p(&mut f.echo_fogshell_ms, 0.5), p(&mut f.echo_fogshell_ms, 0.99));
-    println!("| keystroke echo, p50 / p99 ({} keystrokes) | {b50:.3} / {b99:.3} ms | {r50:.3} / {r99:.3} ms (adds {:.3} / {:.3}) | adds ≤ 0.3 / 0.5 ms |",
-        f.echo_bare_ms.len(), r50 - b50, r99 - b99);
-    println!("| output throughput, median of {} | {:.1} MB/s | {:.1} MB/s | no slower than the bare PTY |",
-        f.mbps_bare.len(), p(&mut f.mbps_bare, 0.5), p(&mut f.mbps_fogshell, 0.5));
-    println!("| Ctrl-C under `yes` → prompt, p50 / p90 ({} tries) | {:.1} / {:.1} ms | {:.1} / {:.1} ms | bare + 5 ms |",
-        f.ctrl_c_bare_ms.len(), p(&mut f.ctrl_c_bare_ms, 0.5), p(&mut f.ctrl_c_bare_ms, 0.9),
-        p(&mut f.ctrl_c_fogshell_ms, 0.5), p(&mut f.ctrl_c_fogshell_ms, 0.9));
-    println!("| output after Ctrl-C, median | {:.0} KB | {:.0} KB | little |",
-        p(&mut f.after_c_bare, 0.5), p(&mut f.after_c_fogshell, 0.5));
+    let (r50, r99) = (
+        p(&mut f.echo_fogshell_ms, 0.5),
+        p(&mut f.echo_fogshell_ms, 0.99),
+    );
+    println!(
+        "| keystroke echo, p50 / p99 ({} keystrokes) | {b50:.3} / {b99:.3} ms | {r50:.3} / {r99:.3} ms (adds {:.3} / {:.3}) | adds ≤ 0.3 / 0.5 ms |",
+        f.echo_bare_ms.len(),
+        r50 - b50,
+        r99 - b99
+    );
+    println!(
+        "| output throughput, median of {} | {:.1} MB/s | {:.1} MB/s | no slower than the bare PTY |",
+        f.mbps_bare.len(),
+        p(&mut f.mbps_bare, 0.5),
+        p(&mut f.mbps_fogshell, 0.5)
+    );
+    println!(
+        "| Ctrl-C under `yes` → prompt, p50 / p90 ({} tries) | {:.1} / {:.1} ms | {:.1} / {:.1} ms | bare + 5 ms |",
+        f.ctrl_c_bare_ms.len(),
+        p(&mut f.ctrl_c_bare_ms, 0.5),
+        p(&mut f.ctrl_c_bare_ms, 0.9),
+        p(&mut f.ctrl_c_fogshell_ms, 0.5),
+        p(&mut f.ctrl_c_fogshell_ms, 0.9)
+    );
+    println!(
+        "| output after Ctrl-C, median | {:.0} KB | {:.0} KB | little |",
+        p(&mut f.after_c_bare, 0.5),
+        p(&mut f.after_c_fogshell, 0.5)
+    );
 }

@@ -14,10 +14,26 @@ use serde_json::{Value, json};
 
 /// Checks a refusal: its status and code, and that its evidence pointer names a
 /// `policy.denied` event with `rule`.
-async fn assert_refused(api: &Api, admin: &str, answer: &Answer, status: u16, code: &str, rule: &str) {
-    assert_eq!((answer.status, answer.body["code"].as_str()), (status, Some(code)), "{}", answer.body);
-    let pointer = answer.body["evidence_pointer"].as_str().unwrap_or_else(|| panic!("no evidence: {}", answer.body));
-    let event = api.call("GET", pointer, "/v1/events/{id}", Some(admin), None).await;
+async fn assert_refused(
+    api: &Api,
+    admin: &str,
+    answer: &Answer,
+    status: u16,
+    code: &str,
+    rule: &str,
+) {
+    assert_eq!(
+        (answer.status, answer.body["code"].as_str()),
+        (status, Some(code)),
+        "{}",
+        answer.body
+    );
+    let pointer = answer.body["evidence_pointer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no evidence: {}", answer.body));
+    let event = api
+        .call("GET", pointer, "/v1/events/{id}", Some(admin), None)
+        .await;
     assert_eq!(event.status, 200, "{pointer}: {}", event.body);
     assert_eq!(event.body["event_type"], "policy.denied");
     assert_eq!(event.body["outcome"], "denied");
@@ -39,7 +55,9 @@ async fn every_token_attack_is_refused_and_recorded() {
     // Good tokens of each allowed algorithm work.
     for key in &issuer.keys {
         let token = Issuer::sign(key, &issuer.claims("alice", "org-a", all));
-        let answer = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&token), None).await;
+        let answer = api
+            .call("GET", "/v1/sessions", "/v1/sessions", Some(&token), None)
+            .await;
         assert_eq!(answer.status, 200, "{:?}: {}", key.alg, answer.body);
     }
 
@@ -63,89 +81,296 @@ async fn every_token_attack_is_refused_and_recorded() {
     };
     let attacks: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "auth.missing_token"),
-        ("expired", Some(Issuer::sign(&issuer.keys[0], &expired)), "auth.token_expired"),
-        ("not yet valid", Some(Issuer::sign(&issuer.keys[0], &early)), "auth.token_not_yet_valid"),
-        ("wrong audience", Some(Issuer::sign(&issuer.keys[0], &wrong_aud)), "auth.wrong_audience"),
-        ("wrong issuer", Some(Issuer::sign(&issuer.keys[2], &wrong_iss)), "auth.wrong_issuer"),
-        ("alg none", Some(issuer.alg_none(&good)), "auth.malformed_token"),
-        ("HS256 keyed with the RSA public key", Some(issuer.hs256_with_public_key(&good)), "auth.algorithm_not_allowed"),
-        ("unknown kid", Some(Issuer::sign(&issuer.unpublished, &good)), "auth.unknown_key"),
+        (
+            "expired",
+            Some(Issuer::sign(&issuer.keys[0], &expired)),
+            "auth.token_expired",
+        ),
+        (
+            "not yet valid",
+            Some(Issuer::sign(&issuer.keys[0], &early)),
+            "auth.token_not_yet_valid",
+        ),
+        (
+            "wrong audience",
+            Some(Issuer::sign(&issuer.keys[0], &wrong_aud)),
+            "auth.wrong_audience",
+        ),
+        (
+            "wrong issuer",
+            Some(Issuer::sign(&issuer.keys[2], &wrong_iss)),
+            "auth.wrong_issuer",
+        ),
+        (
+            "alg none",
+            Some(issuer.alg_none(&good)),
+            "auth.malformed_token",
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            Some(issuer.hs256_with_public_key(&good)),
+            "auth.algorithm_not_allowed",
+        ),
+        (
+            "unknown kid",
+            Some(Issuer::sign(&issuer.unpublished, &good)),
+            "auth.unknown_key",
+        ),
         ("tampered claims", Some(tampered), "auth.bad_signature"),
         ("garbage", Some("not.a.jwt".into()), "auth.malformed_token"),
     ];
     for (name, token, rule) in &attacks {
-        let answer = api.call("GET", "/v1/sessions", "/v1/sessions", token.as_deref(), None).await;
-        assert_eq!(answer.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#), "{name}");
+        let answer = api
+            .call(
+                "GET",
+                "/v1/sessions",
+                "/v1/sessions",
+                token.as_deref(),
+                None,
+            )
+            .await;
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some(r#"Bearer error="invalid_token""#),
+            "{name}"
+        );
         assert_refused(&api, &admin, &answer, 401, "ECS_UNAUTHENTICATED", rule).await;
     }
 
     // An attach token opens one terminal and nothing else.
     let alice = issuer.token("alice", "org-a");
     let body = json!({"profile": "default", "ttl_seconds": 600});
-    let first = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&body)).await;
+    let first = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&body),
+        )
+        .await;
     assert_eq!(first.status, 201, "{}\n{}", first.body, stack.logs());
     let attach_token = first.body["attach"]["token"].as_str().unwrap().to_owned();
     for (method, payload) in [("GET", None), ("POST", Some(&body))] {
-        let answer = api.call(method, "/v1/sessions", "/v1/sessions", Some(&attach_token), payload).await;
-        assert_refused(&api, &admin, &answer, 401, "ECS_UNAUTHENTICATED", "auth.attach_token_as_bearer").await;
+        let answer = api
+            .call(
+                method,
+                "/v1/sessions",
+                "/v1/sessions",
+                Some(&attach_token),
+                payload,
+            )
+            .await;
+        assert_refused(
+            &api,
+            &admin,
+            &answer,
+            401,
+            "ECS_UNAUTHENTICATED",
+            "auth.attach_token_as_bearer",
+        )
+        .await;
     }
-    let second = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&body)).await.body;
-    let refused = Viewer::connect(second["attach"]["ws_url"].as_str().unwrap(), &attach_token, 80, 24)
+    let second = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&body),
+        )
         .await
-        .expect_err("another session's token does not open this one");
+        .body;
+    let refused = Viewer::connect(
+        second["attach"]["ws_url"].as_str().unwrap(),
+        &attach_token,
+        80,
+        24,
+    )
+    .await
+    .expect_err("another session's token does not open this one");
     assert_eq!(refused.status, 401);
     assert_eq!(refused.body["code"], "ECS_UNAUTHENTICATED");
-    let forged = Viewer::connect(second["attach"]["ws_url"].as_str().unwrap(), "fsa1.e30.AAAA", 80, 24)
-        .await
-        .expect_err("a forged token");
+    let forged = Viewer::connect(
+        second["attach"]["ws_url"].as_str().unwrap(),
+        "fsa1.e30.AAAA",
+        80,
+        24,
+    )
+    .await
+    .expect_err("a forged token");
     assert_eq!(forged.status, 401);
     let event = api
-        .call("GET", refused.body["evidence_pointer"].as_str().unwrap(), "/v1/events/{id}", Some(&admin), None)
+        .call(
+            "GET",
+            refused.body["evidence_pointer"].as_str().unwrap(),
+            "/v1/events/{id}",
+            Some(&admin),
+            None,
+        )
         .await;
-    assert_eq!(event.body["details"]["rule_id"], "auth.attach_token_wrong_session");
+    assert_eq!(
+        event.body["details"]["rule_id"],
+        "auth.attach_token_wrong_session"
+    );
     // A fresh token for a live session (reconnects) works, and only for that session.
     let id = first.body["session_id"].as_str().unwrap();
     let renewed = api
-        .call("POST", &format!("/v1/sessions/{id}/attach"), "/v1/sessions/{id}/attach", Some(&alice), None)
+        .call(
+            "POST",
+            &format!("/v1/sessions/{id}/attach"),
+            "/v1/sessions/{id}/attach",
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(renewed.status, 200);
-    let mut viewer = Viewer::connect(renewed.body["ws_url"].as_str().unwrap(), renewed.body["token"].as_str().unwrap(), 80, 24)
-        .await
-        .expect("the renewed token opens the terminal");
+    let mut viewer = Viewer::connect(
+        renewed.body["ws_url"].as_str().unwrap(),
+        renewed.body["token"].as_str().unwrap(),
+        80,
+        24,
+    )
+    .await
+    .expect("the renewed token opens the terminal");
     viewer.expect_frame("status", Duration::from_secs(20)).await;
 
     // Another tenant sees nothing of alice's: not found, never forbidden.
     let bob = Issuer::sign(&issuer.keys[1], &issuer.claims("bob", "org-b", all));
     let path = format!("/v1/sessions/{id}");
-    for (method, doc) in [("GET", "/v1/sessions/{id}"), ("DELETE", "/v1/sessions/{id}")] {
+    for (method, doc) in [
+        ("GET", "/v1/sessions/{id}"),
+        ("DELETE", "/v1/sessions/{id}"),
+    ] {
         let answer = api.call(method, &path, doc, Some(&bob), None).await;
-        assert_eq!((answer.status, answer.body["code"].as_str()), (404, Some("ECS_NOT_FOUND")), "{method}");
+        assert_eq!(
+            (answer.status, answer.body["code"].as_str()),
+            (404, Some("ECS_NOT_FOUND")),
+            "{method}"
+        );
     }
-    let answer = api.call("POST", &format!("{path}/attach"), "/v1/sessions/{id}/attach", Some(&bob), None).await;
+    let answer = api
+        .call(
+            "POST",
+            &format!("{path}/attach"),
+            "/v1/sessions/{id}/attach",
+            Some(&bob),
+            None,
+        )
+        .await;
     assert_eq!(answer.status, 404);
-    let listed = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None).await;
+    let listed = api
+        .call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None)
+        .await;
     assert_eq!(listed.body["items"], json!([]));
-    let bobs_events = api.call("GET", "/v1/events", "/v1/events", Some(&bob), None).await.body;
-    assert!(bobs_events["items"].as_array().unwrap().iter().all(|e| e["tenant"] == "org-b"), "{bobs_events}");
-    let peek = api.call("GET", "/v1/events?tenant=org-a", "/v1/events", Some(&Issuer::sign(&issuer.keys[0], &issuer.claims("bob", "org-b", "fogshell.audit"))), None).await;
+    let bobs_events = api
+        .call("GET", "/v1/events", "/v1/events", Some(&bob), None)
+        .await
+        .body;
+    assert!(
+        bobs_events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "org-b"),
+        "{bobs_events}"
+    );
+    let peek = api
+        .call(
+            "GET",
+            "/v1/events?tenant=org-a",
+            "/v1/events",
+            Some(&Issuer::sign(
+                &issuer.keys[0],
+                &issuer.claims("bob", "org-b", "fogshell.audit"),
+            )),
+            None,
+        )
+        .await;
     assert_eq!(peek.status, 403);
-    assert_eq!(api.call("GET", &path, "/v1/sessions/{id}", Some(&alice), None).await.body["status"], "running");
+    assert_eq!(
+        api.call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
+            .await
+            .body["status"],
+        "running"
+    );
 
     // Scopes.
-    let audit_only = Issuer::sign(&issuer.keys[0], &issuer.claims("carol", "org-a", "fogshell.audit"));
-    let answer = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&audit_only), Some(&body)).await;
-    assert_refused(&api, &admin, &answer, 403, "ECS_FORBIDDEN", "auth.missing_scope").await;
+    let audit_only = Issuer::sign(
+        &issuer.keys[0],
+        &issuer.claims("carol", "org-a", "fogshell.audit"),
+    );
+    let answer = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&audit_only),
+            Some(&body),
+        )
+        .await;
+    assert_refused(
+        &api,
+        &admin,
+        &answer,
+        403,
+        "ECS_FORBIDDEN",
+        "auth.missing_scope",
+    )
+    .await;
     let not_admin = Issuer::sign(&issuer.keys[2], &issuer.claims("alice", "org-a", all));
-    let answer = api.call("GET", "/v1/nodes", "/v1/nodes", Some(&not_admin), None).await;
-    assert_refused(&api, &admin, &answer, 403, "ECS_FORBIDDEN", "auth.missing_scope").await;
+    let answer = api
+        .call("GET", "/v1/nodes", "/v1/nodes", Some(&not_admin), None)
+        .await;
+    assert_refused(
+        &api,
+        &admin,
+        &answer,
+        403,
+        "ECS_FORBIDDEN",
+        "auth.missing_scope",
+    )
+    .await;
 
     // Images must be pinned; profiles must exist.
     let tagged = json!({"profile": "default", "ttl_seconds": 600, "image_ref": "registry.test/shell:latest"});
-    let answer = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&tagged)).await;
-    assert_refused(&api, &admin, &answer, 422, "ECS_IMAGE_NOT_PINNED", "image.unpinned").await;
+    let answer = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&tagged),
+        )
+        .await;
+    assert_refused(
+        &api,
+        &admin,
+        &answer,
+        422,
+        "ECS_IMAGE_NOT_PINNED",
+        "image.unpinned",
+    )
+    .await;
     let unknown = json!({"profile": "gpu-monster", "ttl_seconds": 600});
-    let answer = api.call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&unknown)).await;
-    assert_refused(&api, &admin, &answer, 422, "ECS_UNKNOWN_PROFILE", "profile.unknown").await;
+    let answer = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&unknown),
+        )
+        .await;
+    assert_refused(
+        &api,
+        &admin,
+        &answer,
+        422,
+        "ECS_UNKNOWN_PROFILE",
+        "profile.unknown",
+    )
+    .await;
 
     // Bad bodies get the error body with the right status.
     let post = |body: reqwest::Body, content_type: &str| {
@@ -155,10 +380,43 @@ async fn every_token_attack_is_refused_and_recorded() {
             .body(body)
     };
     let status = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(status(post("{}".into(), "text/plain").send().await.unwrap()), 415);
-    assert_eq!(status(post("{not json".into(), "application/json").send().await.unwrap()), 400);
-    assert_eq!(status(post(r#"{"profile":"default","ttl":60}"#.into(), "application/json").send().await.unwrap()), 400);
-    assert_eq!(status(post(r#"{"profile":"default","ttl_seconds":5}"#.into(), "application/json").send().await.unwrap()), 400);
+    assert_eq!(
+        status(post("{}".into(), "text/plain").send().await.unwrap()),
+        415
+    );
+    assert_eq!(
+        status(
+            post("{not json".into(), "application/json")
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            post(
+                r#"{"profile":"default","ttl":60}"#.into(),
+                "application/json"
+            )
+            .send()
+            .await
+            .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(
+            post(
+                r#"{"profile":"default","ttl_seconds":5}"#.into(),
+                "application/json"
+            )
+            .send()
+            .await
+            .unwrap()
+        ),
+        400
+    );
     let huge = format!(r#"{{"profile":"{}"}}"#, "a".repeat(100_000));
     let answer = post(huge.into(), "application/json").send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 413);
@@ -175,16 +433,24 @@ async fn issuer_keys_rotate_without_a_restart() {
     // issuer publishes it, then accepted once the refetch interval allows another fetch.
     let claims = issuer.claims("alice", "org-a", "fogshell.sessions");
     let rotated = Issuer::sign(&issuer.unpublished, &claims);
-    let answer = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None).await;
+    let answer = api
+        .call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None)
+        .await;
     assert_eq!(answer.status, 401);
     issuer.publish(&issuer.unpublished);
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
     loop {
-        let answer = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None).await;
+        let answer = api
+            .call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None)
+            .await;
         if answer.status == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the new key was never fetched: {}", answer.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never fetched: {}",
+            answer.body
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -196,17 +462,29 @@ async fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
     let alice = stack.issuer.token("alice", "org-a");
     let mut remaining = Vec::new();
     for _ in 0..3 {
-        let answer = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None).await;
+        let answer = api
+            .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
+            .await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("x-ratelimit-limit"), Some("3"));
         remaining.push(answer.header("x-ratelimit-remaining").unwrap().to_owned());
     }
     assert_eq!(remaining, ["2", "1", "0"]);
-    let limited = api.call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None).await;
-    assert_eq!((limited.status, limited.body["code"].as_str()), (429, Some("ECS_RATE_LIMITED")));
+    let limited = api
+        .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
+        .await;
+    assert_eq!(
+        (limited.status, limited.body["code"].as_str()),
+        (429, Some("ECS_RATE_LIMITED"))
+    );
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=5).contains(&retry), "{retry}");
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
     let bob = stack.issuer.token("bob", "org-b");
-    assert_eq!(api.call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None).await.status, 200);
+    assert_eq!(
+        api.call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None)
+            .await
+            .status,
+        200
+    );
 }

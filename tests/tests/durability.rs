@@ -17,7 +17,13 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
     let created = api
-        .call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&json!({"profile": "default", "ttl_seconds": 3600})))
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&json!({"profile": "default", "ttl_seconds": 3600})),
+        )
         .await;
     assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
     let id = created.body["session_id"].as_str().unwrap().to_owned();
@@ -29,9 +35,21 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     )
     .await
     .expect("attach");
-    viewer.type_bytes(b"export KEPT=\"sur\"\"vived\"; echo \"rea\"\"dy\"\n").await;
+    viewer
+        .type_bytes(b"export KEPT=\"sur\"\"vived\"; echo \"rea\"\"dy\"\n")
+        .await;
     viewer.expect_output("ready", WAIT).await;
-    let before = api.call("GET", "/v1/events?limit=1000", "/v1/events", Some(&alice), None).await.body["items"].clone();
+    let before = api
+        .call(
+            "GET",
+            "/v1/events?limit=1000",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body["items"]
+        .clone();
 
     stack.restart_coordinator();
     // The viewer's socket went with the old process.
@@ -40,12 +58,30 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     let api = Api::new(&stack.api).await;
 
     // Nothing acknowledged was lost.
-    let after = api.call("GET", "/v1/events?limit=1000", "/v1/events", Some(&alice), None).await.body["items"].clone();
+    let after = api
+        .call(
+            "GET",
+            "/v1/events?limit=1000",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
+        .await
+        .body["items"]
+        .clone();
     let after: Vec<Value> = after.as_array().unwrap().clone();
     for event in before.as_array().unwrap() {
         assert!(after.contains(event), "lost {event}");
     }
-    let session = api.call("GET", &format!("/v1/sessions/{id}"), "/v1/sessions/{id}", Some(&alice), None).await;
+    let session = api
+        .call(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            "/v1/sessions/{id}",
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(session.body["status"], "running", "{}", stack.logs());
 
     // Attach tokens died with the old process's key; a fresh one opens the same shell.
@@ -59,12 +95,23 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     .expect_err("a token from before the restart");
     assert_eq!(stale.status, 401);
     let renewed = api
-        .call("POST", &format!("/v1/sessions/{id}/attach"), "/v1/sessions/{id}/attach", Some(&alice), None)
+        .call(
+            "POST",
+            &format!("/v1/sessions/{id}/attach"),
+            "/v1/sessions/{id}/attach",
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(renewed.status, 200, "{}", renewed.body);
-    let mut viewer = Viewer::connect(renewed.body["ws_url"].as_str().unwrap(), renewed.body["token"].as_str().unwrap(), 80, 24)
-        .await
-        .expect("attach after the restart");
+    let mut viewer = Viewer::connect(
+        renewed.body["ws_url"].as_str().unwrap(),
+        renewed.body["token"].as_str().unwrap(),
+        80,
+        24,
+    )
+    .await
+    .expect("attach after the restart");
     // What scrolled by before is replayed, and the shell still has its state.
     viewer.expect_output("ready", WAIT).await;
     viewer.type_bytes(b"echo \"$KEPT\"\n").await;
@@ -72,7 +119,12 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
 
     let verified = fogshell_e2e::run(
         "fogshell-coordinator",
-        &["audit", "verify", "--data-dir", stack.data_dir().to_str().unwrap()],
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            stack.data_dir().to_str().unwrap(),
+        ],
     );
     assert!(verified.status.success(), "{verified:?}");
 }
@@ -83,7 +135,13 @@ async fn a_session_ends_when_its_ttl_runs_out() {
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
     let created = api
-        .call("POST", "/v1/sessions", "/v1/sessions", Some(&alice), Some(&json!({"profile": "default", "ttl_seconds": 60})))
+        .call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(&alice),
+            Some(&json!({"profile": "default", "ttl_seconds": 60})),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["session_id"].as_str().unwrap().to_owned();
@@ -99,10 +157,24 @@ async fn a_session_ends_when_its_ttl_runs_out() {
     // The shortest TTL the API allows is a minute; the reaper looks every second.
     let exit = viewer.expect_frame("exit", Duration::from_secs(75)).await;
     assert_eq!(exit["code"], 137, "killed: 128 + SIGKILL");
-    let session = api.call("GET", &format!("/v1/sessions/{id}"), "/v1/sessions/{id}", Some(&alice), None).await;
+    let session = api
+        .call(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            "/v1/sessions/{id}",
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(session.body["status"], "terminated");
     let ended = api
-        .call("GET", "/v1/events?event_type=session.terminated", "/v1/events", Some(&alice), None)
+        .call(
+            "GET",
+            "/v1/events?event_type=session.terminated",
+            "/v1/events",
+            Some(&alice),
+            None,
+        )
         .await
         .body;
     assert_eq!(ended["items"][0]["details"]["cause"], "expired", "{ended}");

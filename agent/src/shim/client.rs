@@ -44,6 +44,11 @@ impl ShimReader {
     pub async fn next_event(&mut self) -> std::io::Result<Option<ShimEvent>> {
         self.reader.next().await.map_err(std::io::Error::other)
     }
+
+    /// The next event if it has already arrived, without waiting.
+    pub fn next_buffered(&mut self) -> std::io::Result<Option<ShimEvent>> {
+        self.reader.next_buffered().map_err(std::io::Error::other)
+    }
 }
 
 /// One request, one answer, on a fresh connection (status checks, kill, release).

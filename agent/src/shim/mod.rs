@@ -37,9 +37,6 @@ pub const RING_BYTES: usize = 1024 * 1024;
 /// not stall the shell's output forever.
 const VIEWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The kernel's send buffer towards a viewer (it doubles what it is given).
-const VIEWER_SEND_BUFFER: usize = 16 * 1024;
-
 /// How long to wait for the last output after the shell exits. A background job can hold the
 /// PTY open after its shell is gone, so this is bounded.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -238,7 +235,9 @@ pub fn run(dir: &Path) -> Result<(), String> {
 
 /// Reads the PTY until it closes, into the ring and to the viewer.
 fn pump_output(mut reader: Box<dyn Read + Send>, shared: &Shared) {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Reads of at most 16 KiB: each becomes one message on every hop to the browser, and
+    // every hop holds about one message, so this bounds what a flood leaves queued.
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => return,
@@ -319,9 +318,6 @@ fn handle_request(
         ShimRequest::Attach { size, from_offset } => {
             let mut viewer = conn.try_clone()?;
             viewer.set_write_timeout(Some(VIEWER_WRITE_TIMEOUT))?;
-            // Output waits for the viewer rather than queueing in the socket: the less is
-            // queued, the sooner Ctrl-C shows.
-            rustix::net::sockopt::set_socket_send_buffer_size(&viewer, VIEWER_SEND_BUFFER)?;
             controls().resize(size)?;
             // Under the state lock, so no live output slips between the replay and the join.
             let mut state = shared.lock();

@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use fogshell_shared::frame::{
-    ClientFrame, MAX_FRAME_TEXT_BYTES, ServerFrame, StreamState, TermSize,
+    ClientFrame, MAX_FRAME_TEXT_BYTES, MAX_PAYLOAD_BYTES, ServerFrame, StreamState, TermSize,
 };
 use fogshell_shared::wire::PtyMessage;
 use fogshell_shared::wire::stream::write_message;
@@ -134,9 +134,26 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
             if output_queue.send(text(&running)).await.is_err() {
                 return;
             }
+            let mut waiting: Option<PtyMessage> = None;
             loop {
-                match recv.next::<PtyMessage>().await {
-                    Ok(Some(PtyMessage::Data(bytes))) => {
+                let message = match waiting.take() {
+                    Some(message) => Ok(Some(message)),
+                    None => recv.next::<PtyMessage>().await,
+                };
+                match message {
+                    Ok(Some(PtyMessage::Data(mut bytes))) => {
+                        // What has already arrived joins this frame (up to the frame cap); the
+                        // first byte of a burst is never held back for more.
+                        while bytes.len() < MAX_PAYLOAD_BYTES {
+                            match recv.next_buffered::<PtyMessage>() {
+                                Ok(Some(PtyMessage::Data(more))) => bytes.extend(more),
+                                Ok(Some(other)) => {
+                                    waiting = Some(other);
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
                         for frame in ServerFrame::stdout_frames(&bytes) {
                             if output_queue.send(text(&frame)).await.is_err() {
                                 return;

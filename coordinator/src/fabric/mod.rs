@@ -51,7 +51,7 @@ pub fn transport(idle_timeout: std::time::Duration) -> quinn::TransportConfig {
 }
 
 /// The per-stream receive window, bytes.
-pub const STREAM_WINDOW: u32 = 64 * 1024;
+pub const STREAM_WINDOW: u32 = 128 * 1024;
 
 /// How long a link may be silent before QUIC closes it.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

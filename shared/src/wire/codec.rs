@@ -73,7 +73,11 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
 /// Reassembles messages from a byte stream that arrives in arbitrary pieces.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// Received bytes; those before `start` are already decoded.
     buffer: Vec<u8>,
+    /// Where the next message begins. Consumed bytes are dropped only when they are at least
+    /// half the buffer, so many small messages in one read cost linear, not quadratic, time.
+    start: usize,
     /// Set after the first error: a stream with a bad message is not trusted further.
     failed: bool,
 }
@@ -86,22 +90,31 @@ impl Decoder {
 
     /// Adds bytes read from the stream.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buffer.len() {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
         self.buffer.extend_from_slice(bytes);
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buffer[self.start..]
     }
 
     /// How many bytes the next read may usefully bring: the rest of the current message, or
     /// a prefix. Lets a reader keep its buffer bounded.
     pub fn wanted(&self) -> usize {
+        let pending = self.pending().len();
         match self.announced_len() {
-            Some(len) => (LENGTH_PREFIX_BYTES + len).saturating_sub(self.buffer.len()),
-            None => LENGTH_PREFIX_BYTES - self.buffer.len().min(LENGTH_PREFIX_BYTES),
+            Some(len) => (LENGTH_PREFIX_BYTES + len).saturating_sub(pending),
+            None => LENGTH_PREFIX_BYTES - pending.min(LENGTH_PREFIX_BYTES),
         }
         .max(1)
     }
 
     fn announced_len(&self) -> Option<usize> {
         let prefix: [u8; LENGTH_PREFIX_BYTES] =
-            self.buffer.get(..LENGTH_PREFIX_BYTES)?.try_into().ok()?;
+            self.pending().get(..LENGTH_PREFIX_BYTES)?.try_into().ok()?;
         Some(u32::from_be_bytes(prefix) as usize)
     }
 
@@ -122,11 +135,15 @@ impl Decoder {
             });
         }
         let end = LENGTH_PREFIX_BYTES + len;
-        if self.buffer.len() < end {
+        if self.pending().len() < end {
             return Ok(None);
         }
-        let result = decode_body(&self.buffer[LENGTH_PREFIX_BYTES..end]);
-        self.buffer.drain(..end);
+        let result = decode_body(&self.pending()[LENGTH_PREFIX_BYTES..end]);
+        self.start += end;
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
         if result.is_err() {
             self.failed = true;
         }
@@ -135,10 +152,9 @@ impl Decoder {
 
     /// Call when the stream has ended: an error if it stopped inside a message.
     pub fn finish(&self) -> Result<(), WireError> {
-        if self.buffer.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Truncated(self.buffer.len()))
+        match self.pending().len() {
+            0 => Ok(()),
+            n => Err(WireError::Truncated(n)),
         }
     }
 }

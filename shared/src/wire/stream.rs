@@ -52,6 +52,12 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
         }
     }
 
+    /// The next message if it has already arrived whole, without reading: lets a relay merge
+    /// what is waiting into one message, and send the first byte of a burst at once.
+    pub fn next_buffered<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ReadError> {
+        Ok(self.decoder.next_message()?)
+    }
+
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
