@@ -53,7 +53,8 @@ proptest! {
         let session = SessionId::from_random_bytes([7; 16]);
         prop_assert!(tokens.verify(&token, session, at(1)).is_err());
         prop_assert!(tokens.verify(&jwt, session, at(1)).is_err());
-        prop_assert!(tokens.verify(&format!("fsa1.{token}"), session, at(1)).is_err());
+        let prefixed = format!("fsa1.{token}");
+        prop_assert!(tokens.verify(&prefixed, session, at(1)).is_err());
     }
 
     #[test]
@@ -74,6 +75,7 @@ proptest! {
 fn access_token_verification_refuses_anything_made_up() {
     // An issuer nobody serves: the first unknown key costs one failed fetch, then the
     // refetch limit keeps the rest from touching the network.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let verifier = OidcVerifier::new(
         OidcConfig::new("http://127.0.0.1:9", "fogshell"),
