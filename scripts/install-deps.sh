@@ -20,6 +20,7 @@ apt_packages=(
   openssl      # the API tests' OIDC issuer makes its RSA key with it
   curl         # the API tests poll the coordinator with it
   procps       # pkill: the end-to-end tests stop the shims they started
+  iproute2     # ip netns + veth: the link tests cut a node's network
 )
 
 if $run_only; then

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{read_until, size, type_line, wait_exit};
+use common::{read_until, size, type_line, wait_exit, wait_for_prompt};
 use fogshell_agent::image::ImageStore;
 use fogshell_agent::runtime::container::ContainerRuntime;
 use fogshell_agent::runtime::{Runtime, RuntimeError, SessionRequest, ShimHost};
@@ -270,7 +270,9 @@ async fn a_container_outlives_an_agent_restart() {
         .attach_pty(req.session_id, size(80, 24), 0)
         .await
         .unwrap();
-    type_line(&mut pty, "MARK=kept-$((2*5))").await;
+    wait_for_prompt(&mut pty).await;
+    type_line(&mut pty, "MARK=kept-$((2*5)); echo \"mark\"\"ed\"").await;
+    read_until(&mut pty, "marked").await;
     drop(pty);
 
     let restarted = Node::runtime(&node.state_dir, &node.images);

@@ -294,6 +294,10 @@ impl ControlPlane {
                 Err(error) => {
                     tracing::warn!(code = error.code.as_str(), message = %error.message, "allocation failed");
                     self.fail(&mut session, error.message.clone())?;
+                    if error.code == ErrorCode::Timeout {
+                        // The node may still finish starting it: remove what it makes.
+                        self.release_on_node(&node_id, session_id).await;
+                    }
                     let code = match error.code {
                         ErrorCode::Timeout | ErrorCode::NodeUnavailable | ErrorCode::PolicyDenied => error.code,
                         _ => ErrorCode::NoCapacity,

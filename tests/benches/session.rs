@@ -217,14 +217,7 @@ fn main() {
                 .await;
             assert_eq!(created.status, 201, "{}", created.body);
             let mut remote = Remote {
-                viewer: Viewer::connect(
-                    created.body["attach"]["ws_url"].as_str().unwrap(),
-                    created.body["attach"]["token"].as_str().unwrap(),
-                    80,
-                    24,
-                )
-                .await
-                .expect("attach"),
+                viewer: Viewer::attach(&created.body["attach"]).await,
                 consumed: 0,
             };
             remote.wait_for(b"$ ").await;

@@ -97,6 +97,50 @@ impl Api {
         }
     }
 
+    /// `POST /v1/sessions` with the `default` profile; the answer is checked like any other.
+    pub async fn create_session(&self, token: &str, ttl_seconds: u32) -> Answer {
+        let body = serde_json::json!({"profile": "default", "ttl_seconds": ttl_seconds});
+        self.call(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(token),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// A session's `status`.
+    pub async fn session_status(&self, token: &str, id: &str) -> Value {
+        let path = format!("/v1/sessions/{id}");
+        self.call("GET", &path, "/v1/sessions/{id}", Some(token), None)
+            .await
+            .body["status"]
+            .clone()
+    }
+
+    /// Polls a session until its status is `want`; panics with the last one after `within`.
+    pub async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        want: &str,
+        within: std::time::Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self.session_status(token, id).await;
+            if status == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {id} is {status}, not {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a raw request (bodies the typed helpers would not make); not checked.
     pub fn raw(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         self.http.request(

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod issuer;
+pub mod netns;
 pub mod openapi;
 pub mod stack;
 pub mod ws;

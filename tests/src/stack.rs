@@ -50,6 +50,8 @@ pub struct Stack {
     coordinator: Option<Child>,
     agent: Option<Child>,
     extra: Vec<String>,
+    /// The agent runs in this network namespace, reaching the coordinator over a veth.
+    net: Option<crate::netns::TestNet>,
 }
 
 fn is_root() -> bool {
@@ -78,9 +80,52 @@ impl Stack {
             coordinator: None,
             agent: None,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            net: None,
         };
         stack.start_coordinator("127.0.0.1:0");
         stack
+    }
+
+    /// Like [`Stack::start`], with the agent in a network namespace of its own whose link to
+    /// the coordinator the test can cut ([`Stack::net`]).
+    pub fn start_with_netns() -> Self {
+        assert!(
+            is_root(),
+            "network namespaces and containers need root (CI runs as root)"
+        );
+        let mut stack = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            issuer: Issuer::start(),
+            api: String::new(),
+            quic: format!("{}:0", crate::netns::HOST_IP),
+            coordinator: None,
+            agent: None,
+            extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
+            net: Some(crate::netns::TestNet::create("link")),
+        };
+        stack.start_coordinator("127.0.0.1:0");
+        stack.join_agent();
+        stack.start_agent();
+        stack
+    }
+
+    /// The agent's network, when it has one of its own.
+    pub fn net(&self) -> Option<&crate::netns::TestNet> {
+        self.net.as_ref()
+    }
+
+    /// `fogshell-agent`, inside the agent's namespace when there is one.
+    fn agent_command(&self) -> Command {
+        match &self.net {
+            Some(net) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .args(net.nsenter_args())
+                    .arg(binary("fogshell-agent"));
+                command
+            }
+            None => Command::new(binary("fogshell-agent")),
+        }
     }
 
     /// Starts the issuer, a coordinator and an agent with containers, and waits until the
@@ -177,7 +222,8 @@ impl Stack {
                 .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
                 .unwrap_or_else(|| panic!("no {name} in {token:?}"))
         };
-        let joined = Command::new(binary("fogshell-agent"))
+        let joined = self
+            .agent_command()
             .args(["join", "--coordinator", &self.quic, "--node-id", "fog-a"])
             .args(["--token", &field("token:"), "--ca-hash", &field("ca hash:")])
             .arg("--config")
@@ -196,7 +242,8 @@ impl Stack {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .expect("log file");
-        let child = Command::new(binary("fogshell-agent"))
+        let child = self
+            .agent_command()
             .args(["--log-format", "json", "serve"])
             .arg("--config")
             .arg(self.agent_config())

@@ -60,6 +60,15 @@ impl Viewer {
         }
     }
 
+    /// Attaches with an `{ws_url, token}` the API handed out (80×24); panics if refused.
+    pub async fn attach(attach: &Value) -> Self {
+        let url = attach["ws_url"].as_str().expect("ws_url");
+        let token = attach["token"].as_str().expect("token");
+        Self::connect(url, token, 80, 24)
+            .await
+            .unwrap_or_else(|refused| panic!("attach refused: {} {}", refused.status, refused.body))
+    }
+
     /// Sends raw text (for malformed-frame tests).
     pub async fn send_text(&mut self, text: &str) {
         self.socket
@@ -137,6 +146,27 @@ impl Viewer {
             if left.is_zero() || (!self.read_one(left).await && self.closed.is_some()) {
                 panic!(
                     "no {frame_type:?} frame within {within:?}; frames: {:?}, closed: {:?}",
+                    self.frames, self.closed
+                );
+            }
+        }
+    }
+
+    /// Reads until a `status` frame with this `state` arrives; returns it.
+    pub async fn expect_status(&mut self, state: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(frame) = self
+                .frames
+                .iter()
+                .find(|f| f["type"] == "status" && f["state"] == state)
+            {
+                return frame.clone();
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || (!self.read_one(left).await && self.closed.is_some()) {
+                panic!(
+                    "no {state:?} status within {within:?}; frames: {:?}, closed: {:?}",
                     self.frames, self.closed
                 );
             }

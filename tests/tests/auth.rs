@@ -225,14 +225,7 @@ async fn every_token_attack_is_refused_and_recorded() {
         )
         .await;
     assert_eq!(renewed.status, 200);
-    let mut viewer = Viewer::connect(
-        renewed.body["ws_url"].as_str().unwrap(),
-        renewed.body["token"].as_str().unwrap(),
-        80,
-        24,
-    )
-    .await
-    .expect("the renewed token opens the terminal");
+    let mut viewer = Viewer::attach(&renewed.body).await;
     viewer.expect_frame("status", Duration::from_secs(20)).await;
 
     // Another tenant sees nothing of alice's: not found, never forbidden.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fogshell_e2e::api::Api;
 use fogshell_e2e::stack::Stack;
 use fogshell_e2e::ws::Viewer;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -16,25 +16,10 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     let mut stack = Stack::start();
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
-    let created = api
-        .call(
-            "POST",
-            "/v1/sessions",
-            "/v1/sessions",
-            Some(&alice),
-            Some(&json!({"profile": "default", "ttl_seconds": 3600})),
-        )
-        .await;
+    let created = api.create_session(&alice, 3600).await;
     assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
     let id = created.body["session_id"].as_str().unwrap().to_owned();
-    let mut viewer = Viewer::connect(
-        created.body["attach"]["ws_url"].as_str().unwrap(),
-        created.body["attach"]["token"].as_str().unwrap(),
-        80,
-        24,
-    )
-    .await
-    .expect("attach");
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
     viewer
         .type_bytes(b"export KEPT=\"sur\"\"vived\"; echo \"rea\"\"dy\"\n")
         .await;
@@ -104,14 +89,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
         )
         .await;
     assert_eq!(renewed.status, 200, "{}", renewed.body);
-    let mut viewer = Viewer::connect(
-        renewed.body["ws_url"].as_str().unwrap(),
-        renewed.body["token"].as_str().unwrap(),
-        80,
-        24,
-    )
-    .await
-    .expect("attach after the restart");
+    let mut viewer = Viewer::attach(&renewed.body).await;
     // What scrolled by before is replayed, and the shell still has its state.
     viewer.expect_output("ready", WAIT).await;
     viewer.type_bytes(b"echo \"$KEPT\"\n").await;
@@ -134,25 +112,10 @@ async fn a_session_ends_when_its_ttl_runs_out() {
     let stack = Stack::start();
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
-    let created = api
-        .call(
-            "POST",
-            "/v1/sessions",
-            "/v1/sessions",
-            Some(&alice),
-            Some(&json!({"profile": "default", "ttl_seconds": 60})),
-        )
-        .await;
+    let created = api.create_session(&alice, 60).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["session_id"].as_str().unwrap().to_owned();
-    let mut viewer = Viewer::connect(
-        created.body["attach"]["ws_url"].as_str().unwrap(),
-        created.body["attach"]["token"].as_str().unwrap(),
-        80,
-        24,
-    )
-    .await
-    .expect("attach");
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
     viewer.expect_frame("status", WAIT).await;
     // The shortest TTL the API allows is a minute; the reaper looks every second.
     let exit = viewer.expect_frame("exit", Duration::from_secs(75)).await;

@@ -12,19 +12,8 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn create_body() -> Value {
-    json!({"profile": "default", "ttl_seconds": 600})
-}
-
 async fn attach(created: &Value) -> Viewer {
-    Viewer::connect(
-        created["attach"]["ws_url"].as_str().unwrap(),
-        created["attach"]["token"].as_str().unwrap(),
-        80,
-        24,
-    )
-    .await
-    .expect("the attach token opens the terminal")
+    Viewer::attach(&created["attach"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,15 +22,7 @@ async fn a_session_runs_from_create_to_delete() {
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
 
-    let created = api
-        .call(
-            "POST",
-            "/v1/sessions",
-            "/v1/sessions",
-            Some(&alice),
-            Some(&create_body()),
-        )
-        .await;
+    let created = api.create_session(&alice, 600).await;
     assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
     let body = created.body;
     let id = body["session_id"].as_str().unwrap().to_owned();
@@ -88,19 +69,7 @@ async fn a_session_runs_from_create_to_delete() {
     assert_eq!(viewer.expect_close(WAIT).await, NORMAL_CLOSE);
     assert_eq!(second.expect_frame("exit", WAIT).await["code"], 7);
 
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = api
-            .call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
-            .await
-            .body["status"]
-            .clone();
-        if status == "terminated" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, "terminated");
+    api.wait_for_status(&alice, &id, "terminated", WAIT).await;
     let deleted = api
         .call("DELETE", &path, "/v1/sessions/{id}", Some(&alice), None)
         .await;
@@ -115,16 +84,7 @@ async fn a_session_runs_from_create_to_delete() {
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
 
     // A session that is deleted while it runs ends on its node too.
-    let created = api
-        .call(
-            "POST",
-            "/v1/sessions",
-            "/v1/sessions",
-            Some(&alice),
-            Some(&create_body()),
-        )
-        .await
-        .body;
+    let created = api.create_session(&alice, 600).await.body;
     let mut viewer = attach(&created).await;
     viewer.expect_frame("status", WAIT).await;
     let path = format!("/v1/sessions/{}", created["session_id"].as_str().unwrap());
@@ -269,15 +229,7 @@ async fn malformed_frames_get_an_error_and_a_close_code_and_the_shell_carries_on
     let stack = Stack::start();
     let api = Api::new(&stack.api).await;
     let token = stack.issuer.token("bob", "org-b");
-    let created = api
-        .call(
-            "POST",
-            "/v1/sessions",
-            "/v1/sessions",
-            Some(&token),
-            Some(&create_body()),
-        )
-        .await;
+    let created = api.create_session(&token, 600).await;
     assert_eq!(created.status, 201, "{}", stack.logs());
     let created = created.body;
     let mut steady = attach(&created).await;

@@ -59,6 +59,18 @@ pub async fn read_until(streams: &mut PtyStreams, needle: &str) -> String {
     seen
 }
 
+/// Waits for the shell's first prompt and answers its cursor-position query (`ESC[6n`), as
+/// any terminal does: busybox's line editor waits for that answer and swallows what is typed
+/// meanwhile.
+pub async fn wait_for_prompt(streams: &mut PtyStreams) {
+    read_until(streams, "\x1b[6n").await;
+    streams
+        .input
+        .send(&ShimRequest::Input(b"\x1b[24;1R".to_vec()))
+        .await
+        .unwrap();
+}
+
 /// Types a line (with its newline) into the terminal.
 pub async fn type_line(streams: &mut PtyStreams, line: &str) {
     streams

@@ -9,7 +9,7 @@ use fogshell_shared::ErrorCode;
 use fogshell_shared::api::{EventQuery, Page};
 use fogshell_shared::audit::AuditRecord;
 
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, cursor_position, paginate};
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -45,12 +45,7 @@ pub(super) async fn list(
         None if principal.has(Scope::Admin) => None,
         None => Some(principal.tenant.clone()),
     };
-    let after = match &query.cursor {
-        None => 0,
-        Some(c) => c
-            .parse()
-            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "not a cursor this API gave"))?,
-    };
+    let after = cursor_position(query.cursor.as_deref())?;
     let filter = EventFilter {
         tenant,
         from: query.from,
@@ -58,13 +53,8 @@ pub(super) async fn list(
         event_type: query.event_type,
         outcome: query.outcome,
     };
-    let mut items = state.control.store().events(&filter, after, limit + 1)?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|r| r.seq.to_string())
-    } else {
-        None
-    };
+    let rows = state.control.store().events(&filter, after, limit + 1)?;
+    let (items, next_cursor) = paginate(rows, limit, |record| record.seq);
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -61,3 +61,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("the query: {e}")))
     }
 }
+
+/// Where a page starts, from the `cursor` query parameter: 0 for the first page, else the
+/// position of the last item of the page before.
+pub fn cursor_position(cursor: Option<&str>) -> Result<u64, ApiError> {
+    cursor.map_or(Ok(0), |c| {
+        c.parse()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "not a cursor this API gave"))
+    })
+}
+
+/// Cuts rows fetched with one more than `limit` (to learn whether more follow) to a page;
+/// returns it with the cursor of the next page, if there is one.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    position: impl Fn(&T) -> u64,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() <= limit as usize {
+        return (rows, None);
+    }
+    rows.truncate(limit as usize);
+    let next = rows.last().map(|row| position(row).to_string());
+    (rows, next)
+}

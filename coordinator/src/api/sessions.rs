@@ -13,7 +13,7 @@ use fogshell_shared::api::{
 use fogshell_shared::{ErrorCode, SessionId};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, cursor_position, paginate};
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -57,23 +57,13 @@ pub(super) async fn list(
 ) -> Result<Json<Page<SessionView>>, ApiError> {
     require(&state.control, &principal, Scope::Sessions)?;
     let limit = page_limit(query.limit).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
-    let after = match &query.cursor {
-        None => 0,
-        Some(c) => c
-            .parse()
-            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "not a cursor this API gave"))?,
-    };
+    let after = cursor_position(query.cursor.as_deref())?;
     // One more than asked, to know whether another page follows.
-    let mut rows = state
+    let rows = state
         .control
         .store()
         .sessions_of(&principal.tenant, after, limit + 1)?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|(n, _)| n.to_string())
-    } else {
-        None
-    };
+    let (rows, next_cursor) = paginate(rows, limit, |(n, _)| *n);
     Ok(Json(Page {
         items: rows.into_iter().map(|(_, s)| s.view()).collect(),
         next_cursor,

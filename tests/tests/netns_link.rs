@@ -1,0 +1,64 @@
+//! The link cut for real: the agent runs in its own network namespace (198.18.0.2) and
+//! reaches the coordinator over a veth (198.18.0.1). Cutting the veth makes the node
+//! `disconnected` (nothing is killed), then `lost` (its sessions `interrupted`, viewers told);
+//! restoring it brings the node back, the session is reconciled to `running`, and the shell
+//! in its container is the same one.
+
+use std::time::Duration;
+
+use fogshell_e2e::api::Api;
+use fogshell_e2e::stack::Stack;
+use fogshell_e2e::ws::Viewer;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_disconnects_then_loses_the_node_and_the_shell_survives() {
+    let stack = Stack::start_with_netns();
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 3600).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let id = created.body["session_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/sessions/{id}");
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer
+        .type_bytes(b"export KEPT=\"thr\"\"ough\"; echo \"rea\"\"dy\"\n")
+        .await;
+    viewer.expect_output("ready", WAIT).await;
+
+    let net = stack.net().expect("the agent has its own network");
+    net.cut();
+    stack.wait_for_node("disconnected");
+    assert_eq!(
+        api.session_status(&alice, &id).await,
+        "running",
+        "disconnected kills nothing"
+    );
+    stack.wait_for_node("lost");
+    assert_eq!(api.session_status(&alice, &id).await, "interrupted");
+    let interrupted = viewer.expect_status("interrupted", WAIT).await;
+    assert!(
+        interrupted["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fog-a"),
+        "{interrupted}"
+    );
+
+    net.restore();
+    stack.wait_for_node("connected");
+    api.wait_for_status(&alice, &id, "running", WAIT).await;
+    let renewed = api
+        .call(
+            "POST",
+            &format!("{path}/attach"),
+            "/v1/sessions/{id}/attach",
+            Some(&alice),
+            None,
+        )
+        .await;
+    let mut viewer = Viewer::attach(&renewed.body).await;
+    viewer.type_bytes(b"echo \"$KEPT\"\n").await;
+    viewer.expect_output("through", WAIT).await;
+}
