@@ -91,6 +91,18 @@ impl Link {
             .map_err(|e| format!("{}: {e}", identity.key.display()))?;
         let ca = CertificateDer::from_pem_file(&identity.ca)
             .map_err(|e| format!("{}: {e}", identity.ca.display()))?;
+        Self::from_identity(certificate, key, ca, coordinator, server_name)
+    }
+
+    /// A link authenticating with this certificate and key, trusting only this CA (the load
+    /// generator's simulated nodes keep theirs in memory).
+    pub fn from_identity(
+        certificate: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+        ca: CertificateDer<'static>,
+        coordinator: SocketAddr,
+        server_name: &str,
+    ) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(ca)

@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Development mode: the default image may also be named by tag.
     #[arg(long)]
     dev: bool,
+    /// How often agents send heartbeats (`500ms`, `1s`); a node silent for 2 s is lost.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    heartbeat_interval: std::time::Duration,
     /// Requests a tenant may make in a burst.
     #[arg(long, default_value_t = 100)]
     rate_burst: u32,
@@ -342,13 +345,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             per_second: args.rate_per_second.max(0.01),
         },
         lost_within: std::time::Duration::from_secs(2),
+        heartbeat_interval: args.heartbeat_interval,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {
         let running = fogshell_coordinator::server::start(config).await?;
-        // The lines scripts and tests wait for.
-        println!("listening on {}", running.quic_addr);
-        println!("api on {}", running.public_url);
+        // The lines scripts and tests wait for. Written once, and a reader that stopped
+        // listening (a closed pipe) must not bring the coordinator down.
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = write!(
+                out,
+                "listening on {}\napi on {}\n",
+                running.quic_addr, running.public_url
+            );
+            let _ = out.flush();
+        }
         wait_for_signal().await?;
         running.shutdown().await;
         Ok(())

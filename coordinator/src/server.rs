@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub rate: RateLimit,
     /// A silent node is declared lost within this.
     pub lost_within: Duration,
+    /// How often agents send heartbeats.
+    pub heartbeat_interval: Duration,
 }
 
 /// A started coordinator.
@@ -164,6 +166,14 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
             config.http_listen
         ));
     }
+    if config.heartbeat_interval < Duration::from_millis(50)
+        || config.heartbeat_interval * 2 > config.lost_within
+    {
+        return Err(format!(
+            "heartbeats every {:?} cannot keep a node alive when silence of {:?} means lost",
+            config.heartbeat_interval, config.lost_within
+        ));
+    }
     if matches!(config.identity, Identity::Dev { .. }) && !is_loopback {
         return Err("the development issuer runs only on loopback".into());
     }
@@ -224,6 +234,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         fleet,
         links,
         hooks: Arc::new(Hooks(Arc::clone(&control))),
+        heartbeat_interval: config.heartbeat_interval,
     };
     let enrollment = Arc::new(Enrollment {
         ca: Arc::clone(&ca),

@@ -65,6 +65,7 @@ fn main() {
             fleet: Arc::clone(&fleet),
             links: Arc::default(),
             hooks: Arc::new(FleetOnly),
+            heartbeat_interval: fabric::link::HEARTBEAT_INTERVAL,
         };
         tokio::spawn(fabric::serve(endpoint, enrollment, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));

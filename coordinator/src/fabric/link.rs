@@ -19,7 +19,7 @@ use super::{Fabric, close};
 use crate::fleet::granted_tier;
 use crate::pki::node_id_of;
 
-/// How often agents send heartbeats.
+/// How often agents send heartbeats unless configured otherwise.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long an agent may take to open its control stream and say hello.
@@ -68,6 +68,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         fleet,
         links,
         hooks,
+        heartbeat_interval,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -136,7 +137,8 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         );
         let welcome = CoordinatorMessage::Welcome(Welcome {
             version,
-            heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u32,
+            heartbeat_interval_ms: u32::try_from(heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
             fence,
         });
         if let Err(error) = write_message(&mut send, &welcome).await {

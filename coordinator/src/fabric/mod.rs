@@ -122,6 +122,8 @@ pub struct Fabric {
     pub links: Arc<nodes::Links>,
     /// The control plane's ears.
     pub hooks: Arc<dyn FabricHooks>,
+    /// How often agents send heartbeats (the welcome tells them).
+    pub heartbeat_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Fabric {
