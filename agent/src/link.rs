@@ -166,6 +166,19 @@ impl Link {
         .expect("valid address");
         let endpoint =
             quinn::Endpoint::client(bind).map_err(|e| LinkError::Connect(e.to_string()))?;
+        let result = self.once_on(&endpoint, node, on_welcome).await;
+        endpoint.wait_idle().await;
+        result
+    }
+
+    /// One connection from an endpoint the caller owns (a load generator shares one UDP
+    /// socket and its buffers — about 2 MiB — among many simulated nodes).
+    pub async fn once_on<N: LocalNode>(
+        &self,
+        endpoint: &quinn::Endpoint,
+        node: &Arc<N>,
+        on_welcome: &mut impl FnMut(),
+    ) -> Result<(), LinkError> {
         let connection = endpoint
             .connect_with(self.client.clone(), self.coordinator, &self.server_name)
             .map_err(|e| LinkError::Connect(e.to_string()))?
@@ -173,7 +186,6 @@ impl Link {
             .map_err(|e| LinkError::Connect(e.to_string()))?;
         let result = self.converse(&connection, node, on_welcome).await;
         connection.close(0u32.into(), b"bye");
-        endpoint.wait_idle().await;
         result
     }
 

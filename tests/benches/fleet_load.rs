@@ -103,17 +103,31 @@ fn cpu_and_rss(pid: u32) -> (u64, u64) {
     (ticks, rss)
 }
 
-fn raise_open_files() {
+/// Each simulated node has its own UDP socket: the soft open-file limit goes up to the hard
+/// one, which must allow the largest fleet asked for.
+fn raise_open_files(agents: usize) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(u64::MAX);
+    let wanted = (agents as u64 + 1024).min(hard);
     let out = Command::new("prlimit")
         .args([
             "--pid",
             &std::process::id().to_string(),
-            "--nofile=65536:65536",
+            &format!("--nofile={wanted}:{hard}"),
         ])
         .status();
     assert!(
         out.is_ok_and(|s| s.success()),
-        "raising the open-file limit (run as root)"
+        "raising the open-file limit to {wanted}"
+    );
+    assert!(
+        wanted >= agents as u64 + 64,
+        "the hard open-file limit {hard} is too low for {agents} agents"
     );
 }
 
@@ -158,6 +172,13 @@ fn measure(agents: usize) -> (f64, f64, f64) {
         .unwrap();
     let started = Instant::now();
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One UDP socket per 500 simulated nodes: each endpoint carries ~2 MiB of buffers.
+    let endpoints: Vec<quinn::Endpoint> = {
+        let _guard = runtime.enter();
+        (0..agents.div_ceil(500))
+            .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect()
+    };
     for i in 0..agents {
         let node_id: NodeId = format!("sim-{i}").parse().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -178,11 +199,12 @@ fn measure(agents: usize) -> (f64, f64, f64) {
         .unwrap();
         let node = Arc::new(SimulatedNode { node_id });
         let connected = Arc::clone(&connected);
+        let endpoint = endpoints[i / 500].clone();
         runtime.spawn(async move {
             let mut counted = false;
             loop {
                 let _ = link
-                    .once(&node, &mut || {
+                    .once_on(&endpoint, &node, &mut || {
                         if !counted {
                             counted = true;
                             connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -227,12 +249,12 @@ fn measure(agents: usize) -> (f64, f64, f64) {
 }
 
 fn main() {
-    raise_open_files();
     let counts: Vec<usize> = std::env::var("FOGSHELL_LOAD_AGENTS")
         .unwrap_or_else(|_| "1000,10000".into())
         .split(',')
         .map(|n| n.trim().parse().unwrap())
         .collect();
+    raise_open_files(counts.iter().copied().max().unwrap_or(0));
     println!(
         "| agents (1 s heartbeats) | coordinator CPU (cores) | coordinator RSS | load generator CPU (cores) |"
     );
