@@ -323,16 +323,23 @@ fn handle_request(
             let mut state = shared.lock();
             state.viewers.retain(|(v, _)| *v != id);
             let (start, data) = state.ring.since(from_offset);
-            send_to(&mut viewer, &ShimEvent::Attached { from_offset: start })?;
-            for (i, chunk) in data.chunks(64 * 1024).enumerate() {
-                let offset = start + (i * 64 * 1024) as u64;
-                let data = chunk.to_vec();
-                send_to(&mut viewer, &ShimEvent::Output { offset, data })?;
+            let replayed = (|| {
+                send_to(&mut viewer, &ShimEvent::Attached { from_offset: start })?;
+                for (i, chunk) in data.chunks(64 * 1024).enumerate() {
+                    let offset = start + (i * 64 * 1024) as u64;
+                    let data = chunk.to_vec();
+                    send_to(&mut viewer, &ShimEvent::Output { offset, data })?;
+                }
+                match state.exited {
+                    Some(code) => send_to(&mut viewer, &ShimEvent::Exited { code }),
+                    None => Ok(()),
+                }
+            })();
+            match replayed {
+                Ok(()) => state.viewers.push((id, viewer)),
+                // The viewer left already; what else it sent (typing) is still carried out.
+                Err(error) => tracing::info!(viewer = id, %error, "viewer gone during replay"),
             }
-            if let Some(code) = state.exited {
-                send_to(&mut viewer, &ShimEvent::Exited { code })?;
-            }
-            state.viewers.push((id, viewer));
         }
         ShimRequest::Input(bytes) => controls().write_input(&bytes)?,
         ShimRequest::Resize(size) => controls().resize(size)?,
