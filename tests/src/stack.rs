@@ -301,6 +301,22 @@ impl Stack {
         self.start_coordinator(&http);
     }
 
+    /// Runs `fogshell-coordinator audit verify` on the stack's data; panics if the chain
+    /// does not verify.
+    pub fn verify_audit(&self) {
+        let data = self.data_dir();
+        let verified = crate::run(
+            "fogshell-coordinator",
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(verified.status.success(), "{verified:?}");
+    }
+
     /// Both processes' logs, for failure messages.
     pub fn logs(&self) -> String {
         let read =

@@ -372,44 +372,20 @@ async fn every_token_attack_is_refused_and_recorded() {
             .header("content-type", content_type)
             .body(body)
     };
-    let status = |r: reqwest::Response| r.status().as_u16();
-    assert_eq!(
-        status(post("{}".into(), "text/plain").send().await.unwrap()),
-        415
-    );
-    assert_eq!(
-        status(
-            post("{not json".into(), "application/json")
-                .send()
-                .await
-                .unwrap()
+    let bad_bodies = [
+        ("{}", "text/plain", 415),
+        ("{not json", "application/json", 400),
+        (r#"{"profile":"default","ttl":60}"#, "application/json", 400),
+        (
+            r#"{"profile":"default","ttl_seconds":5}"#,
+            "application/json",
+            400,
         ),
-        400
-    );
-    assert_eq!(
-        status(
-            post(
-                r#"{"profile":"default","ttl":60}"#.into(),
-                "application/json"
-            )
-            .send()
-            .await
-            .unwrap()
-        ),
-        400
-    );
-    assert_eq!(
-        status(
-            post(
-                r#"{"profile":"default","ttl_seconds":5}"#.into(),
-                "application/json"
-            )
-            .send()
-            .await
-            .unwrap()
-        ),
-        400
-    );
+    ];
+    for (body, content_type, want) in bad_bodies {
+        let answer = post(body.into(), content_type).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), want, "{body} as {content_type}");
+    }
     let huge = format!(r#"{{"profile":"{}"}}"#, "a".repeat(100_000));
     let answer = post(huge.into(), "application/json").send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 413);

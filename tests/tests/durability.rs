@@ -95,16 +95,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     viewer.type_bytes(b"echo \"$KEPT\"\n").await;
     viewer.expect_output("survived", WAIT).await;
 
-    let verified = fogshell_e2e::run(
-        "fogshell-coordinator",
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            stack.data_dir().to_str().unwrap(),
-        ],
-    );
-    assert!(verified.status.success(), "{verified:?}");
+    stack.verify_audit();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

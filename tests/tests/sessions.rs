@@ -107,16 +107,7 @@ async fn a_session_runs_from_create_to_delete() {
     assert_eq!(left, 0, "sessions left on the node\n{}", stack.logs());
 
     // The audit chain verifies and holds the minimum set.
-    let verified = fogshell_e2e::run(
-        "fogshell-coordinator",
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            stack.data_dir().to_str().unwrap(),
-        ],
-    );
-    assert!(verified.status.success(), "{verified:?}");
+    stack.verify_audit();
     let events = api
         .call(
             "GET",
