@@ -166,12 +166,16 @@ fn check_ca_hash(hash: &str) -> Result<String, JoinError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), JoinError> {
-    crate::files::write_atomically(path, bytes, mode, crate::files::Durability::Synced).map_err(
-        |source| JoinError::Io {
-            context: format!("writing {}", path.display()),
-            source,
-        },
+    fogshell_shared::files::write_atomically(
+        path,
+        bytes,
+        mode,
+        fogshell_shared::files::Durability::Synced,
     )
+    .map_err(|source| JoinError::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// Enrolls this node with the coordinator at `coordinator` (dialled as `server_name`).

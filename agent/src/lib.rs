@@ -14,7 +14,6 @@
 pub mod clock;
 pub mod config;
 pub mod enroll;
-pub mod files;
 pub mod image;
 pub mod link;
 pub mod node_facts;

@@ -135,7 +135,12 @@ impl TokenStore {
 
     fn save(&self, tokens: &BTreeMap<String, TokenRecord>) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(tokens).map_err(std::io::Error::other)?;
-        crate::files::write_atomically(&self.path, &bytes, 0o600)
+        fogshell_shared::files::write_atomically(
+            &self.path,
+            &bytes,
+            0o600,
+            fogshell_shared::files::Durability::Synced,
+        )
     }
 
     fn lock(&self) -> std::io::Result<Locked<'_>> {

@@ -17,7 +17,6 @@ pub mod clock;
 pub mod control;
 pub mod error;
 pub mod fabric;
-pub mod files;
 pub mod fleet;
 pub mod join_tokens;
 pub mod pki;

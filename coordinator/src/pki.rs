@@ -77,7 +77,13 @@ fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    crate::files::write_atomically(path, bytes, mode).map_err(|source| PkiError::Io {
+    fogshell_shared::files::write_atomically(
+        path,
+        bytes,
+        mode,
+        fogshell_shared::files::Durability::Synced,
+    )
+    .map_err(|source| PkiError::Io {
         context: format!("writing {}", path.display()),
         source,
     })

@@ -2,8 +2,8 @@
 //!
 //! The contract fogshell's agent and coordinator speak, and the pure logic around it. Like
 //! `quinn-proto` under `quinn`, this crate does no I/O: no sockets, no files, no clock, no
-//! randomness, no async runtime — except the framed stream reader the `io` feature adds
-//! (`wire::stream`). Everything else can be tested and fuzzed on plain bytes.
+//! randomness, no async runtime — except what the `io` feature adds for the binaries: the
+//! framed stream reader (`wire::stream`) and atomic file writes (`files`). Everything else can be tested and fuzzed on plain bytes.
 //!
 //! - [`api`]: HTTP API bodies (`/v1/sessions`, `/v1/events`), pagination.
 //! - [`error`]: the `ECS_…` error codes and the `{code, message, evidence_pointer}` body.
@@ -18,6 +18,8 @@
 pub mod api;
 pub mod audit;
 pub mod error;
+#[cfg(feature = "io")]
+pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod image;

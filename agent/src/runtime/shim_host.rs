@@ -316,11 +316,11 @@ impl ShimHost {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| RuntimeError::Shim(format!("encoding {}: {e}", path.display())))?;
-    crate::files::write_atomically(
+    fogshell_shared::files::write_atomically(
         path,
         &bytes,
         0o600,
-        crate::files::Durability::ProcessCrashOnly,
+        fogshell_shared::files::Durability::ProcessCrashOnly,
     )
     .map_err(RuntimeError::io(format!("writing {}", path.display())))
 }

@@ -1,4 +1,6 @@
-//! Writing the agent's own files so that a crash never leaves half of one.
+//! Writing the binaries' own files (the agent's identity and session records, the
+//! coordinator's CA and join tokens) so that a crash never leaves half of one. Behind the `io`
+//! feature, with `wire::stream`.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -33,4 +35,22 @@ pub fn write_atomically(
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn the_new_content_replaces_the_old_whole_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomically(&path, b"old", 0o600, Durability::Synced).unwrap();
+        write_atomically(&path, b"new", 0o640, Durability::ProcessCrashOnly).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!path.with_extension("tmp").exists());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
 }
