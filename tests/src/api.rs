@@ -97,6 +97,11 @@ impl Api {
         }
     }
 
+    /// `GET path` (documented as `doc_path`) with `token`.
+    pub async fn get(&self, token: &str, path: &str, doc_path: &str) -> Answer {
+        self.call("GET", path, doc_path, Some(token), None).await
+    }
+
     /// `POST /v1/sessions` with the `default` profile; the answer is checked like any other.
     pub async fn create_session(&self, token: &str, ttl_seconds: u32) -> Answer {
         let body = serde_json::json!({"profile": "default", "ttl_seconds": ttl_seconds});

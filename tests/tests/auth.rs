@@ -31,9 +31,7 @@ async fn assert_refused(
     let pointer = answer.body["evidence_pointer"]
         .as_str()
         .unwrap_or_else(|| panic!("no evidence: {}", answer.body));
-    let event = api
-        .call("GET", pointer, "/v1/events/{id}", Some(admin), None)
-        .await;
+    let event = api.get(admin, pointer, "/v1/events/{id}").await;
     assert_eq!(event.status, 200, "{pointer}: {}", event.body);
     assert_eq!(event.body["event_type"], "policy.denied");
     assert_eq!(event.body["outcome"], "denied");
@@ -55,9 +53,7 @@ async fn every_token_attack_is_refused_and_recorded() {
     // Good tokens of each allowed algorithm work.
     for key in &issuer.keys {
         let token = Issuer::sign(key, &issuer.claims("alice", "org-a", all));
-        let answer = api
-            .call("GET", "/v1/sessions", "/v1/sessions", Some(&token), None)
-            .await;
+        let answer = api.get(&token, "/v1/sessions", "/v1/sessions").await;
         assert_eq!(answer.status, 200, "{:?}: {}", key.alg, answer.body);
     }
 
@@ -201,12 +197,10 @@ async fn every_token_attack_is_refused_and_recorded() {
     .expect_err("a forged token");
     assert_eq!(forged.status, 401);
     let event = api
-        .call(
-            "GET",
+        .get(
+            &admin,
             refused.body["evidence_pointer"].as_str().unwrap(),
             "/v1/events/{id}",
-            Some(&admin),
-            None,
         )
         .await;
     assert_eq!(
@@ -252,14 +246,9 @@ async fn every_token_attack_is_refused_and_recorded() {
         )
         .await;
     assert_eq!(answer.status, 404);
-    let listed = api
-        .call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None)
-        .await;
+    let listed = api.get(&bob, "/v1/sessions", "/v1/sessions").await;
     assert_eq!(listed.body["items"], json!([]));
-    let bobs_events = api
-        .call("GET", "/v1/events", "/v1/events", Some(&bob), None)
-        .await
-        .body;
+    let bobs_events = api.get(&bob, "/v1/events", "/v1/events").await.body;
     assert!(
         bobs_events["items"]
             .as_array()
@@ -282,9 +271,7 @@ async fn every_token_attack_is_refused_and_recorded() {
         .await;
     assert_eq!(peek.status, 403);
     assert_eq!(
-        api.call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
-            .await
-            .body["status"],
+        api.get(&alice, &path, "/v1/sessions/{id}").await.body["status"],
         "running"
     );
 
@@ -312,9 +299,7 @@ async fn every_token_attack_is_refused_and_recorded() {
     )
     .await;
     let not_admin = Issuer::sign(&issuer.keys[2], &issuer.claims("alice", "org-a", all));
-    let answer = api
-        .call("GET", "/v1/nodes", "/v1/nodes", Some(&not_admin), None)
-        .await;
+    let answer = api.get(&not_admin, "/v1/nodes", "/v1/nodes").await;
     assert_refused(
         &api,
         &admin,
@@ -402,16 +387,12 @@ async fn issuer_keys_rotate_without_a_restart() {
     // issuer publishes it, then accepted once the refetch interval allows another fetch.
     let claims = issuer.claims("alice", "org-a", "fogshell.sessions");
     let rotated = Issuer::sign(&issuer.unpublished, &claims);
-    let answer = api
-        .call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None)
-        .await;
+    let answer = api.get(&rotated, "/v1/sessions", "/v1/sessions").await;
     assert_eq!(answer.status, 401);
     issuer.publish(&issuer.unpublished);
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
     loop {
-        let answer = api
-            .call("GET", "/v1/sessions", "/v1/sessions", Some(&rotated), None)
-            .await;
+        let answer = api.get(&rotated, "/v1/sessions", "/v1/sessions").await;
         if answer.status == 200 {
             break;
         }
@@ -431,17 +412,13 @@ async fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
     let alice = stack.issuer.token("alice", "org-a");
     let mut remaining = Vec::new();
     for _ in 0..3 {
-        let answer = api
-            .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
-            .await;
+        let answer = api.get(&alice, "/v1/sessions", "/v1/sessions").await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("x-ratelimit-limit"), Some("3"));
         remaining.push(answer.header("x-ratelimit-remaining").unwrap().to_owned());
     }
     assert_eq!(remaining, ["2", "1", "0"]);
-    let limited = api
-        .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
-        .await;
+    let limited = api.get(&alice, "/v1/sessions", "/v1/sessions").await;
     assert_eq!(
         (limited.status, limited.body["code"].as_str()),
         (429, Some("ECS_RATE_LIMITED"))
@@ -451,9 +428,7 @@ async fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
     let bob = stack.issuer.token("bob", "org-b");
     assert_eq!(
-        api.call("GET", "/v1/sessions", "/v1/sessions", Some(&bob), None)
-            .await
-            .status,
+        api.get(&bob, "/v1/sessions", "/v1/sessions").await.status,
         200
     );
 }

@@ -25,13 +25,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
         .await;
     viewer.expect_output("ready", WAIT).await;
     let before = api
-        .call(
-            "GET",
-            "/v1/events?limit=1000",
-            "/v1/events",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, "/v1/events?limit=1000", "/v1/events")
         .await
         .body["items"]
         .clone();
@@ -44,13 +38,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
 
     // Nothing acknowledged was lost.
     let after = api
-        .call(
-            "GET",
-            "/v1/events?limit=1000",
-            "/v1/events",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, "/v1/events?limit=1000", "/v1/events")
         .await
         .body["items"]
         .clone();
@@ -59,13 +47,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
         assert!(after.contains(event), "lost {event}");
     }
     let session = api
-        .call(
-            "GET",
-            &format!("/v1/sessions/{id}"),
-            "/v1/sessions/{id}",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, &format!("/v1/sessions/{id}"), "/v1/sessions/{id}")
         .await;
     assert_eq!(session.body["status"], "running", "{}", stack.logs());
 
@@ -112,22 +94,14 @@ async fn a_session_ends_when_its_ttl_runs_out() {
     let exit = viewer.expect_frame("exit", Duration::from_secs(75)).await;
     assert_eq!(exit["code"], 137, "killed: 128 + SIGKILL");
     let session = api
-        .call(
-            "GET",
-            &format!("/v1/sessions/{id}"),
-            "/v1/sessions/{id}",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, &format!("/v1/sessions/{id}"), "/v1/sessions/{id}")
         .await;
     assert_eq!(session.body["status"], "terminated");
     let ended = api
-        .call(
-            "GET",
+        .get(
+            &alice,
             "/v1/events?event_type=session.terminated",
             "/v1/events",
-            Some(&alice),
-            None,
         )
         .await
         .body;

@@ -52,9 +52,7 @@ async fn a_session_runs_from_create_to_delete() {
     viewer.expect_output("second", WAIT).await;
 
     let path = format!("/v1/sessions/{id}");
-    let got = api
-        .call("GET", &path, "/v1/sessions/{id}", Some(&alice), None)
-        .await;
+    let got = api.get(&alice, &path, "/v1/sessions/{id}").await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body["status"], "running");
     assert_eq!(got.body["image_ref"], default_image());
@@ -78,9 +76,7 @@ async fn a_session_runs_from_create_to_delete() {
         (200, json!({"terminated": true}))
     );
 
-    let listed = api
-        .call("GET", "/v1/sessions", "/v1/sessions", Some(&alice), None)
-        .await;
+    let listed = api.get(&alice, "/v1/sessions", "/v1/sessions").await;
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
 
     // A session that is deleted while it runs ends on its node too.
@@ -109,13 +105,7 @@ async fn a_session_runs_from_create_to_delete() {
     // The audit chain verifies and holds the minimum set.
     stack.verify_audit();
     let events = api
-        .call(
-            "GET",
-            "/v1/events?limit=1000",
-            "/v1/events",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, "/v1/events?limit=1000", "/v1/events")
         .await
         .body;
     let types: Vec<&str> = events["items"]
@@ -156,35 +146,25 @@ async fn a_session_runs_from_create_to_delete() {
 
     // Pagination and filters.
     let page = api
-        .call(
-            "GET",
-            "/v1/events?limit=2",
-            "/v1/events",
-            Some(&alice),
-            None,
-        )
+        .get(&alice, "/v1/events?limit=2", "/v1/events")
         .await
         .body;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().expect("more pages").to_owned();
     let next = api
-        .call(
-            "GET",
+        .get(
+            &alice,
             &format!("/v1/events?limit=2&cursor={cursor}"),
             "/v1/events",
-            Some(&alice),
-            None,
         )
         .await
         .body;
     assert!(next["items"][0]["seq"].as_u64() > page["items"][1]["seq"].as_u64());
     let terminated = api
-        .call(
-            "GET",
+        .get(
+            &alice,
             "/v1/events?event_type=session.terminated&outcome=success",
             "/v1/events",
-            Some(&alice),
-            None,
         )
         .await
         .body;
@@ -200,15 +180,7 @@ async fn a_session_runs_from_create_to_delete() {
         )
         .await;
     assert_eq!(&one.body, allocated);
-    let bad = api
-        .call(
-            "GET",
-            "/v1/events?limit=1001",
-            "/v1/events",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let bad = api.get(&alice, "/v1/events?limit=1001", "/v1/events").await;
     assert_eq!(
         (bad.status, bad.body["code"].as_str()),
         (400, Some("ECS_INVALID_REQUEST"))
