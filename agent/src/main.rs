@@ -209,7 +209,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 tracing::info!(layout = %layout.display(), %digest, "image imported");
             }
             let registry = RegistryClient::new(&config.registries);
-            let driver = ContainerRuntime::new(host, images, Some(registry), &state_dir);
+            let driver = ContainerRuntime::new(host, images, Some(registry), &state_dir)
+                .in_cgroup(format!("/fogshell/{node_id}"));
             let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
             runtime.block_on(serve(std::sync::Arc::new(report), &identity, &coordinator))
         }

@@ -6,17 +6,23 @@
 //! Transitions follow [`SessionStatus::can_become`]; a change that lost a race (the session
 //! ended meanwhile) is dropped, never forced.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fogshell_shared::api::{AttachInfo, CreateSessionRequest, CreateSessionResponse};
 use fogshell_shared::audit::{Actor, AuditEntry, AuditEvent, Outcome, TerminationCause};
 use fogshell_shared::frame::TermSize;
-use fogshell_shared::profile::Profiles;
+use fogshell_shared::ids::LabelValue;
+use fogshell_shared::placement::{
+    LatencyTable, NoPlacement, PlacementHint, PlacementRequest, place,
+};
+use fogshell_shared::profile::{Profile, Profiles};
 use fogshell_shared::wire::{AllocateSpec, Command, CommandOutput, Hello, NodeEvent};
 use fogshell_shared::{
-    ErrorCode, ImageRef, NodeId, Secret, SessionId, SessionStatus, TenantId, Timestamp,
+    ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
 };
+use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
 use crate::auth::Principal;
@@ -26,7 +32,6 @@ use crate::error::{ApiError, evidence_path};
 use crate::fabric::FabricHooks;
 use crate::fabric::nodes::{Links, Terminal};
 use crate::fleet::Fleet;
-use crate::placement::place;
 use crate::store::{Batch, SessionRecord, Store};
 
 /// How long a node may take to start a session (an image pull included).
@@ -49,6 +54,61 @@ pub struct ImagePolicy {
     pub dev_mode: bool,
 }
 
+/// What placement is configured with, beyond the fleet's own view.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementPolicy {
+    /// Region-to-region round trips for clients that measured none.
+    pub latency: LatencyTable,
+    /// Each tenant's jurisdictions (node label `jurisdiction`); a tenant not listed may run
+    /// anywhere.
+    pub jurisdictions: BTreeMap<TenantId, Vec<LabelValue>>,
+}
+
+impl PlacementPolicy {
+    /// From the command line's `--region-latency A/B=MS` and `--tenant-jurisdiction T=J`.
+    pub fn from_flags(latencies: &[String], jurisdictions: &[String]) -> Result<Self, String> {
+        let mut policy = Self::default();
+        for entry in latencies {
+            policy
+                .latency
+                .add_entry(entry)
+                .map_err(|e| format!("--region-latency {e}"))?;
+        }
+        for entry in jurisdictions {
+            let bad = |why: String| {
+                format!("--tenant-jurisdiction {entry:?}: {why} (want TENANT=JURISDICTION)")
+            };
+            let (tenant, jurisdiction) =
+                entry.split_once('=').ok_or_else(|| bad("no `=`".into()))?;
+            let tenant: TenantId = tenant.parse().map_err(|e| bad(format!("{e}")))?;
+            let jurisdiction: LabelValue = jurisdiction.parse().map_err(|e| bad(format!("{e}")))?;
+            policy
+                .jurisdictions
+                .entry(tenant)
+                .or_default()
+                .push(jurisdiction);
+        }
+        Ok(policy)
+    }
+}
+
+/// A session's lifecycle change, as the gateway hears of it: committed first, told after.
+#[derive(Debug, Clone)]
+pub struct SessionChange {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its new status.
+    pub status: SessionStatus,
+    /// Where it runs now.
+    pub placement: Placement,
+    /// Why, when the change is not the usual course (a lost node, a failed failover).
+    pub reason: Option<String>,
+}
+
+/// How many lifecycle changes a slow gateway may fall behind before it must re-read the
+/// store.
+const CHANGE_BACKLOG: usize = 1024;
+
 /// The control plane's state.
 pub struct ControlPlane {
     store: Arc<dyn Store>,
@@ -57,8 +117,11 @@ pub struct ControlPlane {
     attach: AttachTokens,
     profiles: Profiles,
     images: ImagePolicy,
+    placement: PlacementPolicy,
     /// `ws://host:port` or `wss://host:port`: where clients reach the gateway.
     public_ws: String,
+    /// Lifecycle changes, for attached terminals.
+    changes: broadcast::Sender<SessionChange>,
     /// Serialises read-check-write of session rows (held only around store calls).
     transitions: Mutex<()>,
 }
@@ -106,6 +169,7 @@ impl ControlPlane {
         links: Arc<Links>,
         profiles: Profiles,
         images: ImagePolicy,
+        placement: PlacementPolicy,
         public_ws: String,
     ) -> Result<Self, String> {
         if !images.default_image.is_pinned() {
@@ -121,7 +185,9 @@ impl ControlPlane {
             attach: AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?,
             profiles,
             images,
+            placement,
             public_ws,
+            changes: broadcast::channel(CHANGE_BACKLOG).0,
             transitions: Mutex::new(()),
         })
     }
@@ -134,6 +200,33 @@ impl ControlPlane {
     /// The fleet (for the API's reads).
     pub fn fleet(&self) -> &Arc<Fleet> {
         &self.fleet
+    }
+
+    /// Every session's lifecycle changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionChange> {
+        self.changes.subscribe()
+    }
+
+    /// Runs placement for a session of `tenant`.
+    fn decide(
+        &self,
+        tenant: &TenantId,
+        profile: &Profile,
+        hint: Option<&PlacementHint>,
+        failover_from: Option<&NodeId>,
+    ) -> Result<Placement, NoPlacement> {
+        let request = PlacementRequest {
+            profile,
+            hint,
+            jurisdictions: self
+                .placement
+                .jurisdictions
+                .get(tenant)
+                .map_or(&[], Vec::as_slice),
+            latency: &self.placement.latency,
+            failover_from,
+        };
+        place(&request, &self.fleet.views())
     }
 
     /// Records a refusal as `policy.denied` and returns the error that points at it.
@@ -216,12 +309,23 @@ impl ControlPlane {
             ));
         };
         let image_ref = self.resolve_image(principal, request.image_ref.as_ref())?;
-        let placement = place(
-            &self.fleet.views(),
-            &profile,
-            request.placement_hint.as_ref(),
-        )
-        .map_err(|e| ApiError::new(ErrorCode::NoCapacity, e.to_string()))?;
+        let placement = self
+            .decide(
+                &principal.tenant,
+                &profile,
+                request.placement_hint.as_ref(),
+                None,
+            )
+            .map_err(|none| {
+                self.deny(
+                    Some(&principal.tenant),
+                    user(principal),
+                    ErrorCode::NoCapacity,
+                    "placement.no_node",
+                    none.to_string(),
+                    Some(request.profile.to_string()),
+                )
+            })?;
         let session_id = random_session_id()?;
         let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id);
         async move {
@@ -240,6 +344,7 @@ impl ControlPlane {
                     .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "ttl_seconds too large"))?,
                 runtime_ref: None,
                 exit_code: None,
+                placement_hint: request.placement_hint.clone(),
             };
             let tenant = Some(&principal.tenant);
             self.store.commit(Batch {
@@ -337,6 +442,18 @@ impl ControlPlane {
         next: SessionStatus,
         events: Vec<AuditEntry>,
     ) -> Result<bool, ApiError> {
+        self.transition_because(session, next, events, None)
+    }
+
+    /// [`Self::transition`], telling attached terminals `reason`. Moving to `resuming` also
+    /// stores the caller's (new) placement.
+    fn transition_because(
+        &self,
+        session: &mut SessionRecord,
+        next: SessionStatus,
+        events: Vec<AuditEntry>,
+        reason: Option<String>,
+    ) -> Result<bool, ApiError> {
         let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         let stored = self
             .store
@@ -354,10 +471,21 @@ impl ControlPlane {
         if session.exit_code.is_some() {
             updated.exit_code = session.exit_code;
         }
+        if next == SessionStatus::Resuming {
+            // A failover's new placement; nothing else moves a session.
+            updated.placement = session.placement.clone();
+        }
         self.store.commit(Batch {
             sessions: vec![updated.clone()],
             events,
         })?;
+        // Nobody listening is fine.
+        let _ = self.changes.send(SessionChange {
+            session_id: updated.session_id,
+            status: next,
+            placement: updated.placement.clone(),
+            reason,
+        });
         *session = updated;
         Ok(true)
     }
@@ -485,6 +613,16 @@ impl ControlPlane {
                 Some(session_id.to_string()),
             ));
         }
+        self.connect_terminal(session_id, size).await
+    }
+
+    /// Opens a terminal on the node the session runs on now: for a viewer whose token was
+    /// checked, and again for it after a failover or the node's return.
+    pub async fn connect_terminal(
+        &self,
+        session_id: SessionId,
+        size: TermSize,
+    ) -> Result<(SessionRecord, Terminal), ApiError> {
         let session = self.store.session(session_id)?.ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
         })?;
@@ -586,7 +724,13 @@ impl ControlPlane {
             match self.store.session(running.session_id)? {
                 Some(mut session) if session.node_id() == node_id && !session.status.is_final() => {
                     if session.status == SessionStatus::Interrupted {
-                        self.transition(&mut session, SessionStatus::Running, Vec::new())?;
+                        let reason = format!("node {node_id} is back");
+                        self.transition_because(
+                            &mut session,
+                            SessionStatus::Running,
+                            Vec::new(),
+                            Some(reason),
+                        )?;
                         tracing::info!(session_id = %session.session_id, "session back with its node");
                     }
                 }
@@ -626,17 +770,24 @@ impl ControlPlane {
         Ok(fence)
     }
 
-    fn lost(&self, node_id: &NodeId) -> Result<(), ApiError> {
-        let mut count = 0u32;
+    /// A node was lost: its sessions are interrupted, then each is moved to the nearest
+    /// trusted cloud node (in the background, all at once).
+    fn lost(self: &Arc<Self>, node_id: &NodeId) -> Result<(), ApiError> {
+        let mut interrupted = Vec::new();
         for mut session in self.store.live_sessions()? {
             if session.node_id() == node_id
                 && matches!(
                     session.status,
                     SessionStatus::Running | SessionStatus::Pending
                 )
-                && self.transition(&mut session, SessionStatus::Interrupted, Vec::new())?
+                && self.transition_because(
+                    &mut session,
+                    SessionStatus::Interrupted,
+                    Vec::new(),
+                    Some(format!("node {node_id} was lost")),
+                )?
             {
-                count += 1;
+                interrupted.push(session);
             }
         }
         self.store.commit(Batch::events([entry(
@@ -645,9 +796,189 @@ impl ControlPlane {
             Outcome::Success,
             AuditEvent::NodeLost {
                 node_id: node_id.clone(),
-                sessions: count,
+                sessions: u32::try_from(interrupted.len()).unwrap_or(u32::MAX),
             },
         )]))?;
+        for session in interrupted {
+            let this = Arc::clone(self);
+            let span = tracing::info_span!("session.failover", session_id = %session.session_id, tenant = %session.tenant, from_node = %node_id);
+            tokio::spawn(
+                async move {
+                    if let Err(error) = this.fail_over(session).await {
+                        tracing::error!(%error, "failover");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    /// Moves an interrupted session to a cloud node: same image, same profile, a fresh shell.
+    /// With nowhere to go it stays interrupted, so the node's return can still bring it back;
+    /// a failed start on the new node fails it.
+    async fn fail_over(&self, mut session: SessionRecord) -> Result<(), ApiError> {
+        let from = session.node_id().clone();
+        let session_id = session.session_id;
+        let tenant_id = session.tenant.clone();
+        let tenant = Some(&tenant_id);
+        let record_failure = |reason: &str| {
+            entry(
+                tenant,
+                Actor::System,
+                Outcome::Failure,
+                AuditEvent::FailoverFailed {
+                    session_id,
+                    from_node: from.clone(),
+                    reason: reason.to_owned(),
+                },
+            )
+        };
+        let Some(profile) = self.profiles.get(&session.profile).copied() else {
+            let reason = format!("its profile {} no longer exists", session.profile);
+            self.transition_because(
+                &mut session,
+                SessionStatus::Failed,
+                vec![record_failure(&reason)],
+                Some(reason),
+            )?;
+            return Ok(());
+        };
+        let placement = match self.decide(
+            &session.tenant,
+            &profile,
+            session.placement_hint.as_ref(),
+            Some(&from),
+        ) {
+            Ok(placement) => placement,
+            Err(none) => {
+                let reason = format!("{none}; waiting for node {from} to return");
+                tracing::warn!(%reason, "no failover target");
+                self.store
+                    .commit(Batch::events([record_failure(&reason)]))?;
+                let _ = self.changes.send(SessionChange {
+                    session_id,
+                    status: SessionStatus::Interrupted,
+                    placement: session.placement.clone(),
+                    reason: Some(reason),
+                });
+                return Ok(());
+            }
+        };
+        let to = placement.node_id.clone();
+        session.placement = placement.clone();
+        let started = vec![
+            entry(
+                tenant,
+                Actor::System,
+                Outcome::Success,
+                AuditEvent::FailoverStarted {
+                    session_id,
+                    from_node: from.clone(),
+                },
+            ),
+            entry(
+                tenant,
+                Actor::System,
+                Outcome::Success,
+                AuditEvent::PlacementDecided {
+                    session_id,
+                    node_id: to.clone(),
+                    region: placement.region.clone(),
+                    trust_tier: placement.trust_tier,
+                    reasons: placement.reasons.clone(),
+                },
+            ),
+        ];
+        if !self.transition_because(
+            &mut session,
+            SessionStatus::Resuming,
+            started,
+            Some(format!(
+                "node {from} was lost; starting the session on {to}"
+            )),
+        )? {
+            // It ended, or its node came back first.
+            return Ok(());
+        }
+        tracing::info!(to_node = %to, "failing over");
+        let spec = AllocateSpec {
+            session_id,
+            tenant: session.tenant.clone(),
+            profile: session.profile.clone(),
+            limits: profile.limits(),
+            network: profile.network,
+            placement: placement.clone(),
+            image_ref: session.image_ref.clone(),
+        };
+        let result = match self.links.get(&to) {
+            Some(link) => {
+                link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT)
+                    .await
+            }
+            None => Err(fogshell_shared::wire::CommandError {
+                code: ErrorCode::NodeUnavailable,
+                message: format!("node {to} is not connected"),
+            }),
+        };
+        match result {
+            Ok(CommandOutput::Allocated {
+                runtime_ref,
+                image_digest,
+            }) => {
+                session.runtime_ref = Some(runtime_ref);
+                let events = vec![
+                    entry(
+                        tenant,
+                        Actor::Node {
+                            node_id: to.clone(),
+                        },
+                        Outcome::Success,
+                        AuditEvent::RuntimeAllocated {
+                            session_id,
+                            node_id: to.clone(),
+                            image_digest,
+                        },
+                    ),
+                    entry(
+                        tenant,
+                        Actor::System,
+                        Outcome::Success,
+                        AuditEvent::FailoverCompleted {
+                            session_id,
+                            from_node: from.clone(),
+                            to_node: to.clone(),
+                        },
+                    ),
+                ];
+                let reason = format!("node {from} was lost; a new shell runs on {to}");
+                if self.transition_because(
+                    &mut session,
+                    SessionStatus::Running,
+                    events,
+                    Some(reason),
+                )? {
+                    tracing::info!(to_node = %to, "failed over");
+                } else {
+                    // Ended meanwhile (DELETE, TTL): remove what was just started.
+                    self.release_on_node(&to, session_id).await;
+                }
+            }
+            other => {
+                let reason = match other {
+                    Ok(answer) => format!("node {to} answered allocate with {answer:?}"),
+                    Err(error) => format!("node {to} could not start it: {}", error.message),
+                };
+                tracing::warn!(%reason, "failover failed");
+                self.transition_because(
+                    &mut session,
+                    SessionStatus::Failed,
+                    vec![record_failure(&reason)],
+                    Some(reason),
+                )?;
+                self.release_on_node(&to, session_id).await;
+            }
+        }
         Ok(())
     }
 }

@@ -14,57 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fogshell_shared::node::{Arch, Health, Labels, Load};
+use fogshell_shared::node::{Health, Load};
+pub use fogshell_shared::node::{NodeState, NodeView};
 use fogshell_shared::wire::{Heartbeat, Hello};
-use fogshell_shared::{NodeId, Region, Resources, RuntimeDriver, SessionId, Timestamp, TrustTier};
-use serde::Serialize;
-
-/// A node's liveness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeState {
-    /// The link is up.
-    Connected,
-    /// The link broke a moment ago; nothing is done about it yet.
-    Disconnected,
-    /// Silent for too long: its sessions are failed over.
-    Lost,
-}
-
-/// What the API shows of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeView {
-    /// The node (from its certificate).
-    pub node_id: NodeId,
-    /// Liveness.
-    pub state: NodeState,
-    /// The tier the coordinator grants it.
-    pub trust_tier: TrustTier,
-    /// Region.
-    pub region: Region,
-    /// Labels.
-    pub labels: Labels,
-    /// Architecture.
-    pub arch: Arch,
-    /// The agent's release.
-    pub agent_version: String,
-    /// Runtime drivers.
-    pub runtime_drivers: Vec<RuntimeDriver>,
-    /// Total resources.
-    pub capacity: Resources,
-    /// Free resources, from the last heartbeat.
-    pub free: Resources,
-    /// Pressure, from the last heartbeat.
-    pub health: Health,
-    /// Load, from the last heartbeat.
-    pub load: Load,
-    /// Sessions it runs.
-    pub running: Vec<SessionId>,
-    /// Smoothed round-trip time, microseconds (QUIC's estimate).
-    pub rtt_us: u64,
-    /// When it last said anything.
-    pub last_heartbeat: Timestamp,
-}
+use fogshell_shared::{NodeId, Timestamp, TrustTier};
 
 struct Entry {
     view: NodeView,
@@ -224,6 +177,7 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fogshell_shared::Resources;
     use fogshell_shared::wire::samples;
 
     fn at() -> Timestamp {

@@ -3,7 +3,6 @@
 //! - [`api`]: the HTTP API, the WebSocket PTY gateway, the development issuer's routes.
 //! - [`auth`]: OIDC access tokens, attach tokens, the development issuer.
 //! - [`control`]: sessions from creation to end, and the fabric's reports.
-//! - [`placement`]: choosing a node.
 //! - [`store`]: sessions and the hash-chained audit log (SQLite).
 //! - [`pki`]: the coordinator's certificate authority for node and server certificates.
 //! - [`fabric`]: the QUIC endpoint: enrollment, agent links, commands, terminal streams.
@@ -20,6 +19,5 @@ pub mod fabric;
 pub mod fleet;
 pub mod join_tokens;
 pub mod pki;
-pub mod placement;
 pub mod server;
 pub mod store;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use fogshell_coordinator::api::rate_limit::RateLimit;
 use fogshell_coordinator::auth::oidc::OidcConfig;
-use fogshell_coordinator::control::ImagePolicy;
+use fogshell_coordinator::control::{ImagePolicy, PlacementPolicy};
 use fogshell_coordinator::join_tokens::TokenStore;
 use fogshell_coordinator::pki::CertificateAuthority;
 use fogshell_shared::ImageRef;
@@ -110,9 +110,21 @@ struct ServeArgs {
     /// Development mode: the default image may also be named by tag.
     #[arg(long)]
     dev: bool,
-    /// How often agents send heartbeats (`500ms`, `1s`); a node silent for 2 s is lost.
+    /// How often agents send heartbeats (`500ms`, `1s`).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
+    /// A node silent this long is lost and its sessions fail over (`2s`); a shorter silence
+    /// only marks it disconnected.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    node_lost_after: std::time::Duration,
+    /// A region-to-region round trip placement assumes for clients that measured none:
+    /// `REGION/REGION=MS` (`eu-west/us-east=85`); repeat for more.
+    #[arg(long = "region-latency", value_name = "A/B=MS")]
+    region_latencies: Vec<String>,
+    /// Confines a tenant's sessions to nodes labelled `jurisdiction=JUR`: `TENANT=JUR`;
+    /// repeat for more (several for one tenant allow any of them).
+    #[arg(long = "tenant-jurisdiction", value_name = "TENANT=JUR")]
+    tenant_jurisdictions: Vec<String>,
     /// Requests a tenant may make in a burst.
     #[arg(long, default_value_t = 100)]
     rate_burst: u32,
@@ -344,8 +356,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             burst: args.rate_burst.max(1),
             per_second: args.rate_per_second.max(0.01),
         },
-        lost_within: std::time::Duration::from_secs(2),
+        lost_within: args.node_lost_after,
         heartbeat_interval: args.heartbeat_interval,
+        placement: PlacementPolicy::from_flags(&args.region_latencies, &args.tenant_jurisdictions)?,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {

@@ -15,7 +15,7 @@ use crate::api::rate_limit::{RateLimit, RateLimiter};
 use crate::api::{self, AppState};
 use crate::auth::dev_issuer::{self, DevIssuer};
 use crate::auth::oidc::{OidcConfig, OidcVerifier};
-use crate::control::{ControlPlane, Hooks, ImagePolicy};
+use crate::control::{ControlPlane, Hooks, ImagePolicy, PlacementPolicy};
 use crate::fabric::nodes::Links;
 use crate::fabric::{self, Fabric, enroll::Enrollment};
 use crate::fleet::Fleet;
@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub lost_within: Duration,
     /// How often agents send heartbeats.
     pub heartbeat_interval: Duration,
+    /// Placement's configuration.
+    pub placement: PlacementPolicy,
 }
 
 /// A started coordinator.
@@ -228,6 +230,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         Arc::clone(&links),
         config.profiles.clone(),
         config.images.clone(),
+        config.placement.clone(),
         public_ws,
     )?);
     let fabric = Fabric {

@@ -134,6 +134,7 @@ pub fn up(args: Up) -> Result<(), String> {
         rate: RateLimit::default(),
         lost_within: Duration::from_secs(2),
         heartbeat_interval: fogshell_coordinator::fabric::link::HEARTBEAT_INTERVAL,
+        placement: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LabelKey, LabelValue};
+use crate::ids::{LabelKey, LabelValue, NodeId, Region, SessionId};
+use crate::timestamp::Timestamp;
 
 /// How far a node is trusted, weakest first, so `Ord` compares trust:
 /// `attested > cloud > unattested > dev`.
@@ -162,6 +163,53 @@ pub struct Load {
 
 /// A node's labels, for data-locality filters (`site=lab-2`, `gpu=true`).
 pub type Labels = BTreeMap<LabelKey, LabelValue>;
+
+/// A node's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// The link is up.
+    Connected,
+    /// The link broke a moment ago; nothing is done about it yet.
+    Disconnected,
+    /// Silent for too long: its sessions are failed over.
+    Lost,
+}
+
+/// What the API shows of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node (from its certificate).
+    pub node_id: NodeId,
+    /// Liveness.
+    pub state: NodeState,
+    /// The tier the coordinator grants it.
+    pub trust_tier: TrustTier,
+    /// Region.
+    pub region: Region,
+    /// Labels.
+    pub labels: Labels,
+    /// Architecture.
+    pub arch: Arch,
+    /// The agent's release.
+    pub agent_version: String,
+    /// Runtime drivers.
+    pub runtime_drivers: Vec<RuntimeDriver>,
+    /// Total resources.
+    pub capacity: Resources,
+    /// Free resources, from the last heartbeat.
+    pub free: Resources,
+    /// Pressure, from the last heartbeat.
+    pub health: Health,
+    /// Load, from the last heartbeat.
+    pub load: Load,
+    /// Sessions it runs.
+    pub running: Vec<SessionId>,
+    /// Smoothed round-trip time, microseconds (QUIC's estimate).
+    pub rtt_us: u64,
+    /// When it last said anything.
+    pub last_heartbeat: Timestamp,
+}
 
 #[cfg(test)]
 mod tests {

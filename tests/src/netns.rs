@@ -91,8 +91,10 @@ impl Drop for TestNet {
     fn drop(&mut self) {
         // Deleting the namespace deletes its veth end, and with it the pair.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        // Usually gone with the namespace already; then there is nothing to say.
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }

@@ -49,6 +49,8 @@ pub struct Stack {
     pub quic: String,
     coordinator: Option<Child>,
     agent: Option<Child>,
+    /// More nodes on the host's network ([`Stack::add_node`]): id and process.
+    others: Vec<(String, Child)>,
     extra: Vec<String>,
     /// The agent runs in this network namespace, reaching the coordinator over a veth.
     net: Option<crate::netns::TestNet>,
@@ -70,6 +72,11 @@ impl Stack {
         self.dir.path().join("agent")
     }
 
+    /// The state directory of a node added with [`Stack::add_node`].
+    pub fn node_dir(&self, node_id: &str) -> PathBuf {
+        self.dir.path().join(node_id)
+    }
+
     /// Starts the issuer and a coordinator (no agent yet); `extra` goes on `serve`'s line.
     pub fn coordinator_only(extra: &[&str]) -> Self {
         let mut stack = Self {
@@ -79,6 +86,7 @@ impl Stack {
             quic: "127.0.0.1:0".into(),
             coordinator: None,
             agent: None,
+            others: Vec::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             net: None,
         };
@@ -97,9 +105,12 @@ impl Stack {
             dir: tempfile::tempdir().expect("temp dir"),
             issuer: Issuer::start(),
             api: String::new(),
-            quic: format!("{}:0", crate::netns::HOST_IP),
+            // Every address, so nodes on the host's own network reach it while fog-a's link is
+            // cut.
+            quic: "0.0.0.0:0".into(),
             coordinator: None,
             agent: None,
+            others: Vec::new(),
             extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
             net: Some(crate::netns::TestNet::create("link")),
         };
@@ -192,12 +203,32 @@ impl Stack {
     }
 
     fn agent_config(&self) -> PathBuf {
-        let path = self.agent_dir().join("agent.toml");
+        self.write_agent_config(
+            &self.agent_dir(),
+            "unattested",
+            "eu-west",
+            self.net.is_some(),
+        )
+    }
+
+    /// Where an agent dials the coordinator: across the veth from the namespace, over
+    /// loopback from the host.
+    fn quic_for(&self, in_netns: bool) -> String {
+        let (host, port) = self.quic.rsplit_once(':').expect("host:port");
+        match host {
+            "0.0.0.0" if in_netns => format!("{}:{port}", crate::netns::HOST_IP),
+            "0.0.0.0" => format!("127.0.0.1:{port}"),
+            _ => self.quic.clone(),
+        }
+    }
+
+    fn write_agent_config(&self, dir: &Path, tier: &str, region: &str, in_netns: bool) -> PathBuf {
+        let path = dir.join("agent.toml");
         std::fs::write(
             &path,
             format!(
-                "[node]\nregion = \"eu-west\"\ncoordinator = \"{}\"\n",
-                self.quic
+                "[node]\nregion = \"{region}\"\ntrust_tier = \"{tier}\"\ncoordinator = \"{}\"\n",
+                self.quic_for(in_netns)
             ),
         )
         .expect("agent config");
@@ -206,6 +237,60 @@ impl Stack {
 
     fn join_agent(&mut self) {
         std::fs::create_dir_all(self.agent_dir()).expect("agent dir");
+        let joined = self
+            .agent_command()
+            .args(self.join_args("fog-a", self.net.is_some()))
+            .arg("--config")
+            .arg(self.agent_config())
+            .arg("--state-dir")
+            .arg(self.agent_dir())
+            .output()
+            .expect("starting the agent");
+        assert!(joined.status.success(), "join failed: {joined:?}");
+    }
+
+    /// Joins and starts one more node, on the host's own network, and waits until it is
+    /// connected: `tier` is what it claims (`cloud` for a cloud-region node).
+    pub fn add_node(&mut self, node_id: &str, tier: &str, region: &str) {
+        let dir = self.node_dir(node_id);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let config = self.write_agent_config(&dir, tier, region, false);
+        let joined = Command::new(binary("fogshell-agent"))
+            .args(self.join_args(node_id, false))
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&dir)
+            .output()
+            .expect("starting the agent");
+        assert!(joined.status.success(), "join failed: {joined:?}");
+        let child = Command::new(binary("fogshell-agent"))
+            .args(["--log-format", "json", "serve"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--image-layout")
+            .arg(default_layout())
+            .env("RUST_LOG", "info,fogshell_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(self.log_file(&format!("{node_id}.log")))
+            .spawn()
+            .expect("starting the agent");
+        self.others.push((node_id.to_owned(), child));
+        self.wait_for(node_id, "connected");
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(name))
+            .expect("log file")
+    }
+
+    /// `join` with a fresh token, for `node_id`.
+    fn join_args(&self, node_id: &str, in_netns: bool) -> Vec<String> {
         let data = self.data_dir();
         let token = crate::run(
             "fogshell-coordinator",
@@ -222,17 +307,19 @@ impl Stack {
                 .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
                 .unwrap_or_else(|| panic!("no {name} in {token:?}"))
         };
-        let joined = self
-            .agent_command()
-            .args(["join", "--coordinator", &self.quic, "--node-id", "fog-a"])
-            .args(["--token", &field("token:"), "--ca-hash", &field("ca hash:")])
-            .arg("--config")
-            .arg(self.agent_config())
-            .arg("--state-dir")
-            .arg(self.agent_dir())
-            .output()
-            .expect("starting the agent");
-        assert!(joined.status.success(), "join failed: {joined:?}");
+        [
+            "join",
+            "--coordinator",
+            &self.quic_for(in_netns),
+            "--node-id",
+            node_id,
+            "--token",
+            &field("token:"),
+            "--ca-hash",
+            &field("ca hash:"),
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// Starts (or restarts) the agent and waits for the node to be connected.
@@ -262,12 +349,17 @@ impl Stack {
 
     /// Waits until `GET /v1/nodes/fog-a` says `state`.
     pub fn wait_for_node(&self, state: &str) {
+        self.wait_for("fog-a", state);
+    }
+
+    /// Waits until `GET /v1/nodes/{node_id}` says `state`.
+    pub fn wait_for(&self, node_id: &str, state: &str) {
         let token = self.issuer.token("admin", "ops");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = Command::new("curl")
                 .args(["-sf", "-H", &format!("authorization: Bearer {token}")])
-                .arg(format!("{}/v1/nodes/fog-a", self.api))
+                .arg(format!("{}/v1/nodes/{node_id}", self.api))
                 .output();
             let body: Option<serde_json::Value> = out
                 .ok()
@@ -278,7 +370,7 @@ impl Stack {
             }
             assert!(
                 Instant::now() < deadline,
-                "node fog-a not {state} within 30 s; last: {body:?}\n{}",
+                "node {node_id} not {state} within 30 s; last: {body:?}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -325,11 +417,16 @@ impl Stack {
             let lines: Vec<_> = text.lines().collect();
             lines[lines.len().saturating_sub(60)..].join("\n")
         };
-        format!(
+        let mut logs = format!(
             "--- coordinator.log ---\n{}\n--- agent.log ---\n{}",
             tail(read("coordinator.log")),
             tail(read("agent.log"))
-        )
+        );
+        for (node_id, _) in &self.others {
+            let name = format!("{node_id}.log");
+            logs.push_str(&format!("\n--- {name} ---\n{}", tail(read(&name))));
+        }
+        logs
     }
 }
 
@@ -339,21 +436,30 @@ impl Drop for Stack {
             let _ = agent.kill();
             let _ = agent.wait();
         }
+        for (_, mut agent) in self.others.drain(..) {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
         if let Some(mut coordinator) = self.coordinator.take() {
             let _ = coordinator.kill();
             let _ = coordinator.wait();
         }
         // Sessions outlive their agent by design (their shims are detached): kill the shims,
         // then clean up what their containers left, so a test leaves nothing behind.
-        let sessions = self.agent_dir().join("sessions");
-        let pattern = format!("shim --dir {}/", sessions.display());
-        let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
-        if let Ok(entries) = std::fs::read_dir(&sessions) {
-            for entry in entries.flatten() {
-                let _ = Command::new(binary("fogshell-agent"))
-                    .args(["shim", "--delete", "--dir"])
-                    .arg(entry.path())
-                    .output();
+        let Ok(dirs) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let sessions = dir.path().join("sessions");
+            let pattern = format!("shim --dir {}/", sessions.display());
+            let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
+            if let Ok(entries) = std::fs::read_dir(&sessions) {
+                for entry in entries.flatten() {
+                    let _ = Command::new(binary("fogshell-agent"))
+                        .args(["shim", "--delete", "--dir"])
+                        .arg(entry.path())
+                        .output();
+                }
             }
         }
     }

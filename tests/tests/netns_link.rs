@@ -1,8 +1,9 @@
 //! The link cut for real: the agent runs in its own network namespace (198.18.0.2) and
 //! reaches the coordinator over a veth (198.18.0.1). Cutting the veth makes the node
 //! `disconnected` (nothing is killed), then `lost` (its sessions `interrupted`, viewers told);
-//! restoring it brings the node back, the session is reconciled to `running`, and the shell
-//! in its container is the same one.
+//! with no cloud node to fail over to, the session waits for its node; restoring the link
+//! brings the node back, the session is reconciled to `running`, and the attached viewer is
+//! re-bound to the same shell in its container — as is a new one.
 
 use std::time::Duration;
 
@@ -45,10 +46,31 @@ async fn a_cut_link_disconnects_then_loses_the_node_and_the_shell_survives() {
             .contains("fog-a"),
         "{interrupted}"
     );
+    // Nowhere to fail over to: the viewer is told it waits for the node.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !viewer.frames.iter().any(|f| {
+        f["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for node fog-a to return"))
+    }) {
+        assert!(
+            viewer
+                .read_one(deadline - tokio::time::Instant::now())
+                .await,
+            "not told why it waits: {:?}",
+            viewer.frames
+        );
+    }
+    viewer.frames.clear();
 
     net.restore();
     stack.wait_for_node("connected");
     api.wait_for_status(&alice, &id, "running", WAIT).await;
+    // The viewer that stayed is attached again, to the same shell.
+    viewer.expect_status("running", WAIT).await;
+    viewer.output.clear();
+    viewer.type_bytes(b"echo \"again $KEPT\"\n").await;
+    viewer.expect_output("again through", WAIT).await;
     let renewed = api
         .call(
             "POST",

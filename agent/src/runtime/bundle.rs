@@ -37,7 +37,7 @@ pub struct BundleParams<'a> {
     pub limits: ResourceLimits,
     /// Session id, for the environment.
     pub session: &'a str,
-    /// The cgroup path (`/fogshell/<container id>`).
+    /// The cgroup path (`/fogshell/<node id>/<container id>` on a served node).
     pub cgroups_path: &'a str,
     /// The terminal's size at start.
     pub size: TermSize,

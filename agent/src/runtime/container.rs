@@ -31,18 +31,17 @@ pub struct ContainerRuntime {
     /// libcontainer's state root (one folder per container).
     state_root: PathBuf,
     cgroups: Layout,
+    /// The cgroup every session container of this runtime sits under.
+    cgroup_parent: String,
 }
 
-/// The parent cgroup of every session container.
+/// The parent cgroup of every session container, unless [`ContainerRuntime::in_cgroup`] says
+/// otherwise.
 const CGROUP_PARENT: &str = "/fogshell";
 
 /// A session's container id: `fs-` and the session id without dashes.
 pub fn container_id(session_id: SessionId) -> String {
     format!("fs-{}", session_id.as_uuid().simple())
-}
-
-fn cgroups_path(session_id: SessionId) -> String {
-    format!("{CGROUP_PARENT}/{}", container_id(session_id))
 }
 
 impl ContainerRuntime {
@@ -61,12 +60,25 @@ impl ContainerRuntime {
             pulls: Arc::default(),
             state_root: state_dir.join("containers"),
             cgroups: Layout::detect(),
+            cgroup_parent: CGROUP_PARENT.into(),
         }
+    }
+
+    /// Puts the session containers under `parent` (`/fogshell/<node id>` for a served node),
+    /// so two agents on one host — a test bed's fog and cloud nodes — never share a cgroup
+    /// even when a failover gives both the same session.
+    pub fn in_cgroup(mut self, parent: String) -> Self {
+        self.cgroup_parent = parent;
+        self
+    }
+
+    fn cgroups_path(&self, session_id: SessionId) -> String {
+        format!("{}/{}", self.cgroup_parent, container_id(session_id))
     }
 
     /// The cgroup directories a session's container has (for checks that none is left).
     pub fn cgroup_dirs(&self, session_id: SessionId) -> Vec<PathBuf> {
-        self.cgroups.dirs(&cgroups_path(session_id))
+        self.cgroups.dirs(&self.cgroups_path(session_id))
     }
 
     /// libcontainer's state folder for a session's container.
@@ -161,7 +173,7 @@ impl Runtime for ContainerRuntime {
                 if let Some(command) = &request.command {
                     run.argv = command.clone();
                 }
-                let cgroups = cgroups_path(request.session_id);
+                let cgroups = self.cgroups_path(request.session_id);
                 let spec = bundle::spec(&BundleParams {
                     rootfs: &image.rootfs,
                     run: &run,
@@ -220,7 +232,7 @@ impl Runtime for ContainerRuntime {
         let record = self.host.record(session_id)?;
         let (applied, usage) = self
             .cgroups
-            .read(&cgroups_path(session_id))
+            .read(&self.cgroups_path(session_id))
             .map_err(RuntimeError::io("reading the session's cgroup"))?;
         let wanted = record.limits;
         let mut mismatches = Vec::new();

@@ -6,8 +6,15 @@
 //! keeps a flood from piling up anywhere; input (WebSocket → QUIC) goes straight down, so
 //! Ctrl-C overtakes any output still queued. A malformed frame gets an `error` frame and
 //! the close code its kind defines; the shell and other viewers carry on.
+//!
+//! A viewer outlives its node. When the terminal stream breaks or the control plane moves
+//! the session, the viewer is told (`status` frames: interrupted, resuming, then resumed
+//! with the new placement, or failed with the reason) and its socket is re-bound to the
+//! session's new terminal — after a failover, or when the same node comes back — without the
+//! user reconnecting. Input typed while no shell is attached is dropped: the banner says so.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -17,14 +24,15 @@ use fogshell_shared::frame::{
 };
 use fogshell_shared::wire::PtyMessage;
 use fogshell_shared::wire::stream::write_message;
-use fogshell_shared::{ErrorCode, SessionId};
+use fogshell_shared::{ErrorCode, Placement, SessionId, SessionStatus};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument as _;
 
 use super::AppState;
 use super::extract::ApiQuery;
+use crate::control::{ControlPlane, SessionChange};
 use crate::error::ApiError;
 use crate::fabric::nodes::Terminal;
 use crate::store::SessionRecord;
@@ -33,12 +41,15 @@ use crate::store::SessionRecord;
 /// ttyd does, so a flood queues little and Ctrl-C is felt at once.
 const OUTPUT_QUEUE: usize = 1;
 
+/// How often a viewer without a terminal looks whether its session can be reached again
+/// (its node came back without the session ever leaving `running`).
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
 /// WebSocket close codes (RFC 6455 §7.4.1).
 mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
 }
 
 #[derive(Deserialize)]
@@ -82,16 +93,30 @@ pub(super) async fn attach(
             TermSize::new(query.cols.unwrap_or(80), query.rows.unwrap_or(24)).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidRequest, "cols and rows must be 1 to 1000")
             })?;
+        // Subscribed before the terminal opens, so no change falls between the two.
+        let changes = state.control.subscribe();
         let (session, terminal) = state
             .control
             .open_terminal(session_id, &query.token, size)
             .await?;
+        let control = Arc::clone(&state.control);
         Ok::<_, ApiError>(
             upgrade
                 // Over our own frame cap, so an oversize frame reaches the decoder and gets
                 // its error frame; past this, the socket itself refuses it.
                 .max_message_size(4 * MAX_FRAME_TEXT_BYTES)
-                .on_upgrade(move |socket| relay(socket, session, terminal)),
+                .on_upgrade(move |socket| {
+                    relay(
+                        socket,
+                        Attached {
+                            control,
+                            changes,
+                            session,
+                            size,
+                        },
+                        terminal,
+                    )
+                }),
         )
     }
     .await;
@@ -109,11 +134,201 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
+/// One viewer's attachment: the terminal it has now and what it needs to find the next.
+struct Attached {
+    control: Arc<ControlPlane>,
+    changes: broadcast::Receiver<SessionChange>,
+    session: SessionRecord,
+    size: TermSize,
+}
+
+fn status(state: StreamState, placement: Option<&Placement>, reason: Option<String>) -> Message {
+    text(&ServerFrame::Status {
+        state,
+        placement: placement.cloned(),
+        reason,
+    })
+}
+
+/// How a terminal's output ended.
+enum Ended {
+    /// The shell exited.
+    Exit(i32),
+    /// The stream broke or closed without an exit.
+    Broken(String),
+    /// The viewer is gone.
+    ViewerGone,
+}
+
+/// Relays the terminal's output to the viewer until it ends.
+async fn pump(
+    recv: &mut fogshell_shared::wire::stream::FramedReader<quinn::RecvStream>,
+    output: &mpsc::Sender<Message>,
+    node: &fogshell_shared::NodeId,
+) -> Ended {
+    let mut waiting: Option<PtyMessage> = None;
+    loop {
+        let message = match waiting.take() {
+            Some(message) => Ok(Some(message)),
+            None => recv.next::<PtyMessage>().await,
+        };
+        match message {
+            Ok(Some(PtyMessage::Data(mut bytes))) => {
+                // What has already arrived joins this frame (up to the frame cap); the first
+                // byte of a burst is never held back for more.
+                while bytes.len() < MAX_PAYLOAD_BYTES {
+                    match recv.next_buffered::<PtyMessage>() {
+                        Ok(Some(PtyMessage::Data(more))) => bytes.extend(more),
+                        Ok(Some(other)) => {
+                            waiting = Some(other);
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                for frame in ServerFrame::stdout_frames(&bytes) {
+                    if output.send(text(&frame)).await.is_err() {
+                        return Ended::ViewerGone;
+                    }
+                }
+            }
+            Ok(Some(PtyMessage::Exit { code })) => return Ended::Exit(code),
+            Ok(Some(PtyMessage::Resize(_))) => {}
+            Ok(None) => return Ended::Broken(format!("node {node} closed the terminal")),
+            Err(error) => return Ended::Broken(format!("the link to node {node} broke: {error}")),
+        }
+    }
+}
+
+/// Waits for a change that takes the session away from the terminal on `node`.
+async fn moved_away(
+    changes: &mut broadcast::Receiver<SessionChange>,
+    session_id: SessionId,
+    node: &fogshell_shared::NodeId,
+) -> Option<SessionChange> {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.session_id == session_id => {
+                let elsewhere = change.placement.node_id != *node;
+                if matches!(
+                    change.status,
+                    SessionStatus::Interrupted | SessionStatus::Resuming
+                ) || (change.status == SessionStatus::Running && elsewhere)
+                {
+                    return Some(change);
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// What the viewer is told while it has no terminal, and what it gets at the end of it.
+enum Rebound {
+    /// A terminal again, with the session as it now stands.
+    Terminal(Box<(SessionRecord, Terminal)>),
+    /// The session ended; the viewer has been told and its socket closed.
+    Over,
+}
+
+/// Tells the viewer what happens to its session until a terminal can be opened again.
+async fn rebind(
+    attached: &mut Attached,
+    output: &mpsc::Sender<Message>,
+    size: &Mutex<TermSize>,
+    first: Option<SessionChange>,
+) -> Rebound {
+    let session_id = attached.session.session_id;
+    let old_node = attached.session.node_id().clone();
+    let mut told: Option<(StreamState, Option<String>)> = None;
+    let mut pending = first;
+    loop {
+        let change = match pending.take() {
+            Some(change) => Some(change),
+            None => tokio::select! {
+                change = attached.changes.recv() => match change {
+                    Ok(change) if change.session_id == session_id => Some(change),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return Rebound::Over,
+                },
+                () = tokio::time::sleep(RETRY_INTERVAL) => None,
+            },
+        };
+        // No news: the store says how things stand.
+        let (state, placement, reason) = match change {
+            Some(change) => (change.status, change.placement, change.reason),
+            None => match attached.control.store().session(session_id) {
+                Ok(Some(stored)) => (stored.status, stored.placement, None),
+                Ok(None) => (
+                    SessionStatus::Failed,
+                    attached.session.placement.clone(),
+                    None,
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "reading the session");
+                    continue;
+                }
+            },
+        };
+        let frame_state = match state {
+            SessionStatus::Pending => continue,
+            SessionStatus::Interrupted => StreamState::Interrupted,
+            SessionStatus::Resuming => StreamState::Resuming,
+            SessionStatus::Failed | SessionStatus::Terminated => {
+                let reason = reason.unwrap_or_else(|| format!("the session is {state}"));
+                let _ = output
+                    .send(status(StreamState::Failed, Some(&placement), Some(reason)))
+                    .await;
+                let _ = output
+                    .send(close(close_code::NORMAL, "session ended"))
+                    .await;
+                return Rebound::Over;
+            }
+            SessionStatus::Running => {
+                let current = *size.lock().unwrap_or_else(|p| p.into_inner());
+                match attached.control.connect_terminal(session_id, current).await {
+                    Ok((session, terminal)) => {
+                        let state = if *session.node_id() == old_node {
+                            StreamState::Running
+                        } else {
+                            StreamState::Resumed
+                        };
+                        let frame = status(state, Some(&session.placement), reason);
+                        if output.send(frame).await.is_err() {
+                            return Rebound::Over;
+                        }
+                        return Rebound::Terminal(Box::new((session, terminal)));
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "the terminal cannot be opened yet");
+                        continue;
+                    }
+                }
+            }
+        };
+        // Said once per state and reason.
+        let news = (frame_state, reason.clone());
+        if told.as_ref() != Some(&news) {
+            if output
+                .send(status(frame_state, Some(&placement), reason))
+                .await
+                .is_err()
+            {
+                return Rebound::Over;
+            }
+            told = Some(news);
+        }
+    }
+}
+
+async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
+    let session = &attached.session;
     let span = tracing::info_span!("pty", session_id = %session.session_id, tenant = %session.tenant, node_id = %session.node_id());
     async move {
+        let mut attached = attached;
         let (mut ws_out, mut ws_in) = socket.split();
-        let Terminal { mut send, mut recv } = terminal;
         let (queue, mut queued) = mpsc::channel::<Message>(OUTPUT_QUEUE);
         let writer = async move {
             while let Some(message) = queued.recv().await {
@@ -124,67 +339,64 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
             }
             let _ = ws_out.close().await;
         };
+        // The current terminal's input half: none while the session has no terminal.
+        let Terminal { send, recv } = terminal;
+        let input = tokio::sync::Mutex::new(Some(send));
+        let size = Mutex::new(attached.size);
+        // Both loops borrow these; each owns its own sender, so the writer ends once both do.
+        let (input, size) = (&input, &size);
         let output_queue = queue.clone();
         let upward = async move {
-            let running = ServerFrame::Status {
-                state: StreamState::Running,
-                placement: Some(session.placement.clone()),
-                reason: None,
-            };
-            if output_queue.send(text(&running)).await.is_err() {
+            let running = status(StreamState::Running, Some(&attached.session.placement), None);
+            if output_queue.send(running).await.is_err() {
                 return;
             }
-            let mut waiting: Option<PtyMessage> = None;
+            let mut recv = recv;
             loop {
-                let message = match waiting.take() {
-                    Some(message) => Ok(Some(message)),
-                    None => recv.next::<PtyMessage>().await,
+                let node = attached.session.node_id().clone();
+                let ended = tokio::select! {
+                    ended = pump(&mut recv, &output_queue, &node) => Ok(ended),
+                    change = moved_away(&mut attached.changes, attached.session.session_id, &node) => Err(change),
                 };
-                match message {
-                    Ok(Some(PtyMessage::Data(mut bytes))) => {
-                        // What has already arrived joins this frame (up to the frame cap); the
-                        // first byte of a burst is never held back for more.
-                        while bytes.len() < MAX_PAYLOAD_BYTES {
-                            match recv.next_buffered::<PtyMessage>() {
-                                Ok(Some(PtyMessage::Data(more))) => bytes.extend(more),
-                                Ok(Some(other)) => {
-                                    waiting = Some(other);
-                                    break;
-                                }
-                                _ => break,
-                            }
-                        }
-                        for frame in ServerFrame::stdout_frames(&bytes) {
-                            if output_queue.send(text(&frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Some(PtyMessage::Exit { code })) => {
+                *input.lock().await = None;
+                let first = match ended {
+                    Ok(Ended::ViewerGone) => return,
+                    Ok(Ended::Exit(code)) => {
                         tracing::info!(code, "shell exited");
                         let _ = output_queue.send(text(&ServerFrame::Exit { code })).await;
                         let _ = output_queue.send(close(close_code::NORMAL, "exited")).await;
                         return;
                     }
-                    Ok(Some(PtyMessage::Resize(_))) => {}
-                    other => {
-                        let reason = match other {
-                            Err(error) => {
-                                format!("the link to node {} broke: {error}", session.node_id())
-                            }
-                            _ => format!("node {} closed the terminal", session.node_id()),
-                        };
+                    Ok(Ended::Broken(reason)) => {
                         tracing::info!(%reason, "terminal interrupted");
-                        let frame = ServerFrame::Status {
-                            state: StreamState::Interrupted,
-                            placement: None,
+                        Some(SessionChange {
+                            session_id: attached.session.session_id,
+                            status: SessionStatus::Interrupted,
+                            placement: attached.session.placement.clone(),
                             reason: Some(reason),
-                        };
-                        let _ = output_queue.send(text(&frame)).await;
-                        let _ = output_queue
-                            .send(close(close_code::INTERNAL, "interrupted"))
-                            .await;
-                        return;
+                        })
+                        .filter(|_| {
+                            // Ended for good (DELETE, TTL): the store says so, not "interrupted".
+                            !attached
+                                .control
+                                .store()
+                                .session(attached.session.session_id)
+                                .ok()
+                                .flatten()
+                                .is_some_and(|s| s.status.is_final())
+                        })
+                    }
+                    Err(None) => return,
+                    Err(Some(change)) => Some(change),
+                };
+                match rebind(&mut attached, &output_queue, size, first).await {
+                    Rebound::Over => return,
+                    Rebound::Terminal(bound) => {
+                        let (session, terminal) = *bound;
+                        tracing::info!(node_id = %session.node_id(), "viewer re-bound");
+                        attached.session = session;
+                        *input.lock().await = Some(terminal.send);
+                        recv = terminal.recv;
                     }
                 }
             }
@@ -196,13 +408,13 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
                 let _ = queue.send(close(close_with, "malformed frame")).await;
             };
             while let Some(message) = ws_in.next().await {
-                let forwarded = match message {
+                let forward = match message {
                     Ok(Message::Text(body)) => match ClientFrame::decode(body.as_str()) {
-                        Ok(ClientFrame::Stdin(data)) => {
-                            write_message(&mut send, &PtyMessage::Data(data.into_bytes())).await
-                        }
-                        Ok(ClientFrame::Resize(size)) => {
-                            write_message(&mut send, &PtyMessage::Resize(size)).await
+                        Ok(ClientFrame::Stdin(data)) => PtyMessage::Data(data.into_bytes()),
+                        Ok(ClientFrame::Resize(new_size)) => {
+                            // A terminal opened after a failover gets the viewer's size.
+                            *size.lock().unwrap_or_else(|p| p.into_inner()) = new_size;
+                            PtyMessage::Resize(new_size)
                         }
                         Err(error) => {
                             tracing::info!(%error, "malformed frame");
@@ -223,7 +435,7 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
                         .await;
                     }
                     Ok(Message::Close(_)) => return,
-                    Ok(Message::Ping(_) | Message::Pong(_)) => Ok(()),
+                    Ok(Message::Ping(_) | Message::Pong(_)) => continue,
                     Err(error) => {
                         tracing::info!(%error, "viewer socket failed");
                         return refuse(
@@ -234,14 +446,18 @@ async fn relay(socket: WebSocket, session: SessionRecord, terminal: Terminal) {
                         .await;
                     }
                 };
-                if let Err(error) = forwarded {
+                let mut current = input.lock().await;
+                if let Some(send) = current.as_mut()
+                    && let Err(error) = write_message(send, &forward).await
+                {
+                    // The output side notices the break and finds the next terminal.
                     tracing::info!(%error, "the node stopped taking input");
-                    return;
+                    *current = None;
                 }
             }
         };
-        // The relay ends when output ends (exit, lost node) or the viewer goes; the writer
-        // then sends what is queued (the exit frame, the close) and stops.
+        // The relay ends when output ends (exit, the session's end) or the viewer goes; the
+        // writer then sends what is queued (the exit frame, the close) and stops.
         let relay = async {
             tokio::select! {
                 () = upward => {}

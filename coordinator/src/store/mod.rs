@@ -9,6 +9,7 @@ pub mod sqlite;
 
 use fogshell_shared::api::SessionView;
 use fogshell_shared::audit::{AuditEntry, AuditRecord, EventType, Outcome};
+use fogshell_shared::placement::PlacementHint;
 use fogshell_shared::{
     ImageRef, NodeId, Placement, ProfileName, RuntimeRef, SessionId, SessionStatus, TenantId,
     Timestamp,
@@ -40,6 +41,10 @@ pub struct SessionRecord {
     pub runtime_ref: Option<RuntimeRef>,
     /// The shell's exit status, once it exited.
     pub exit_code: Option<i32>,
+    /// What the client asked of placement; its locality binds a failover too. (Rows written
+    /// before it was kept read as none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_hint: Option<PlacementHint>,
 }
 
 impl SessionRecord {

@@ -353,6 +353,7 @@ mod tests {
             expires_at: Timestamp::from_unix_millis(61000).unwrap(),
             runtime_ref: None,
             exit_code: None,
+            placement_hint: None,
         }
     }
 

@@ -1,7 +1,12 @@
-//! Placement's inputs and outputs as the API and the audit log show them.
-//!
-//! The placement function itself (`place(request, &[NodeView]) -> Decision`) comes with the
-//! placement work; these are the types it speaks.
+//! Placement: where a session runs. The inputs and outputs as the API and the audit log show
+//! them, the latency model ([`latency`]) and the decision itself ([`place()`]), a pure function
+//! of the fleet's view, so it is tested and benchmarked without a single socket.
+
+mod latency;
+mod place;
+
+pub use latency::{LatencyTable, ParseLatencyError};
+pub use place::{JURISDICTION_LABEL, NoPlacement, PlacementRequest, place};
 
 use std::collections::BTreeMap;
 
@@ -28,6 +33,8 @@ pub enum ReasonCode {
     FallbackCloudNoFogHealthy,
     /// No fog node met the trust tier; a cloud region took the session.
     FallbackCloudTrustTier,
+    /// No fog node lay within the locality demanded; a cloud region took the session.
+    FallbackCloudLocality,
     /// The session was moved to a cloud region after its node was lost.
     FailoverNodeLost,
     /// A node was passed over: its trust tier is below the profile's minimum.

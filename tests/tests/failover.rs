@@ -1,0 +1,124 @@
+//! Failover for real: fog-a runs in its own network namespace (198.18.0.2, reached over a
+//! veth), cloud-1 — a node of tier `cloud` — on the host. A session lands on fog-a (fog beats
+//! cloud); cutting fog-a's link makes it lost, and the attached terminal is told
+//! interrupted → resuming → resumed and is re-bound to a fresh shell on cloud-1 without
+//! reconnecting. When fog-a's link comes back, fog-a is told its copy moved and removes it:
+//! never two live copies.
+
+use std::time::{Duration, Instant};
+
+use fogshell_e2e::api::Api;
+use fogshell_e2e::stack::Stack;
+use fogshell_e2e::ws::Viewer;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The bound from the cut to a working terminal in the cloud.
+const FAILOVER_BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_fog_node_fails_over_to_the_cloud_and_is_fenced_when_it_returns() {
+    let mut stack = Stack::start_with_netns();
+    stack.add_node("cloud-1", "cloud", "eu-central");
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+
+    let created = api.create_session(&alice, 3600).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let placement = &created.body["placement"];
+    assert_eq!(
+        placement["node_id"], "fog-a",
+        "fog beats cloud: {placement}"
+    );
+    assert_eq!(placement["reasons"][0], "FOG_LOWEST_LATENCY");
+    let id = created.body["session_id"].as_str().unwrap().to_owned();
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer.type_bytes(b"echo \"on f\"\"og\"\n").await;
+    viewer.expect_output("on fog", WAIT).await;
+
+    let net = stack.net().expect("fog-a has its own network");
+    let cut = Instant::now();
+    net.cut();
+    viewer.expect_status("interrupted", WAIT).await;
+    let resumed = viewer.expect_status("resumed", WAIT).await;
+    let resumed_after = cut.elapsed();
+    assert_eq!(resumed["placement"]["node_id"], "cloud-1", "{resumed}");
+    assert_eq!(resumed["placement"]["reasons"][0], "FAILOVER_NODE_LOST");
+    // The same socket now reaches a shell on cloud-1.
+    viewer.type_bytes(b"echo \"in the cl\"\"oud\"\n").await;
+    viewer.expect_output("in the cloud", WAIT).await;
+    let working_after = cut.elapsed();
+    println!(
+        "cut → resumed frame {resumed_after:?}, → a command answered in the cloud {working_after:?}"
+    );
+    assert!(
+        working_after < FAILOVER_BOUND,
+        "the terminal worked again only {working_after:?} after the cut"
+    );
+    let states: Vec<&str> = viewer
+        .frames
+        .iter()
+        .filter(|f| f["type"] == "status")
+        .filter_map(|f| f["state"].as_str())
+        .collect();
+    let order = ["running", "interrupted", "resuming", "resumed"];
+    let positions: Vec<Option<usize>> = order
+        .iter()
+        .map(|s| states.iter().position(|x| x == s))
+        .collect();
+    assert!(
+        positions.iter().all(Option::is_some) && positions.is_sorted(),
+        "status frames out of order: {states:?}"
+    );
+
+    let session = api.session_status(&alice, &id).await;
+    assert_eq!(session, "running");
+    let view = api
+        .get(&alice, &format!("/v1/sessions/{id}"), "/v1/sessions/{id}")
+        .await;
+    assert_eq!(
+        view.body["placement"]["node_id"], "cloud-1",
+        "{}",
+        view.body
+    );
+    let events = api
+        .get(&alice, "/v1/events?limit=1000", "/v1/events")
+        .await
+        .body["items"]
+        .clone();
+    for wanted in ["failover.started", "failover.completed", "node.lost"] {
+        assert!(
+            events
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["event_type"] == wanted),
+            "no {wanted} in {events}"
+        );
+    }
+
+    // fog-a returns: its stale copy is fenced off and removed.
+    net.restore();
+    stack.wait_for("fog-a", "connected");
+    let stale = [
+        stack.agent_dir().join("sessions").join(&id),
+        stack
+            .agent_dir()
+            .join("containers")
+            .join(format!("fs-{}", id.replace('-', ""))),
+    ];
+    let deadline = Instant::now() + WAIT;
+    while stale.iter().any(|p| p.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "fog-a kept its moved copy: {stale:?}\n{}",
+            stack.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The session is untouched by the fencing: still running in the cloud.
+    viewer.type_bytes(b"echo \"st\"\"ill here\"\n").await;
+    viewer.expect_output("still here", WAIT).await;
+    assert_eq!(api.session_status(&alice, &id).await, "running");
+    stack.verify_audit();
+}
