@@ -226,7 +226,7 @@ impl ControlPlane {
             latency: &self.placement.latency,
             failover_from,
         };
-        place(&request, &self.fleet.views())
+        self.fleet.with_views(|nodes| place(&request, nodes))
     }
 
     /// Records a refusal as `policy.denied` and returns the error that points at it.

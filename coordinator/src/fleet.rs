@@ -168,6 +168,13 @@ impl Fleet {
         self.lock().values().map(|e| e.view.clone()).collect()
     }
 
+    /// Runs `f` over every node's view without copying them (placement does this); the
+    /// registry is locked meanwhile, so `f` must be quick.
+    pub fn with_views<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &NodeView>) -> R) -> R {
+        let nodes = self.lock();
+        f(&mut nodes.values().map(|e| &e.view))
+    }
+
     /// One node.
     pub fn view(&self, node: &NodeId) -> Option<NodeView> {
         self.lock().get(node).map(|e| e.view.clone())

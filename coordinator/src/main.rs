@@ -117,6 +117,11 @@ struct ServeArgs {
     /// only marks it disconnected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_lost_after: std::time::Duration,
+    /// Session profiles, a TOML file of tables `[NAME]` with `cpu_millis`, `memory_bytes`,
+    /// `pids`, and optionally `network` and `min_trust_tier`; `default` (1 CPU, 512 MiB, 256
+    /// pids) is built in unless the file redefines it.
+    #[arg(long)]
+    profiles: Option<std::path::PathBuf>,
     /// A region-to-region round trip placement assumes for clients that measured none:
     /// `REGION/REGION=MS` (`eu-west/us-east=85`); repeat for more.
     #[arg(long = "region-latency", value_name = "A/B=MS")]
@@ -321,6 +326,18 @@ fn create_token(data_dir: &std::path::Path, ttl: u32, description: &str) -> Resu
     Ok(())
 }
 
+/// `serve --profiles FILE`, or the built-in `default` alone.
+fn load_profiles(path: Option<&std::path::Path>) -> Result<Profiles, String> {
+    let Some(path) = path else {
+        return Profiles::new(Default::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the profiles {}: {e}", path.display()))?;
+    let configured =
+        toml::from_str(&text).map_err(|e| format!("the profiles {}: {e}", path.display()))?;
+    Profiles::new(configured).map_err(|e| format!("the profiles {}: {e}", path.display()))
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
     use fogshell_coordinator::server::{HttpTls, Identity, ServerConfig};
 
@@ -347,7 +364,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tls,
         public_url: args.public_url,
         identity,
-        profiles: Profiles::new(Default::default())?,
+        profiles: load_profiles(args.profiles.as_deref())?,
         images: ImagePolicy {
             default_image: args.default_image,
             dev_mode: args.dev,

@@ -9,6 +9,7 @@ pub mod api;
 pub mod issuer;
 pub mod netns;
 pub mod openapi;
+pub mod relay;
 pub mod stack;
 pub mod ws;
 

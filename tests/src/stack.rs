@@ -36,6 +36,37 @@ pub fn default_image() -> String {
     )
 }
 
+/// A node for [`Stack::add`].
+#[derive(Debug, Clone)]
+pub struct NodeSpec<'a> {
+    /// Its id.
+    pub node_id: &'a str,
+    /// The tier it claims.
+    pub tier: &'a str,
+    /// Its region.
+    pub region: &'a str,
+    /// Its labels.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// How many sessions it takes.
+    pub slots: u32,
+    /// Delay each way on its link (through a [`crate::relay::DelayRelay`]).
+    pub delay: Option<Duration>,
+}
+
+impl<'a> NodeSpec<'a> {
+    /// An unattested node in `eu-west` with 16 slots, no labels, no added delay.
+    pub fn new(node_id: &'a str) -> Self {
+        Self {
+            node_id,
+            tier: "unattested",
+            region: "eu-west",
+            labels: &[],
+            slots: 16,
+            delay: None,
+        }
+    }
+}
+
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
@@ -51,6 +82,8 @@ pub struct Stack {
     agent: Option<Child>,
     /// More nodes on the host's network ([`Stack::add_node`]): id and process.
     others: Vec<(String, Child)>,
+    /// The delay relays in front of some of them.
+    relays: Vec<(String, crate::relay::DelayRelay)>,
     extra: Vec<String>,
     /// The agent runs in this network namespace, reaching the coordinator over a veth.
     net: Option<crate::netns::TestNet>,
@@ -87,6 +120,7 @@ impl Stack {
             coordinator: None,
             agent: None,
             others: Vec::new(),
+            relays: Vec::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             net: None,
         };
@@ -111,6 +145,7 @@ impl Stack {
             coordinator: None,
             agent: None,
             others: Vec::new(),
+            relays: Vec::new(),
             extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
             net: Some(crate::netns::TestNet::create("link")),
         };
@@ -252,13 +287,46 @@ impl Stack {
     /// Joins and starts one more node, on the host's own network, and waits until it is
     /// connected: `tier` is what it claims (`cloud` for a cloud-region node).
     pub fn add_node(&mut self, node_id: &str, tier: &str, region: &str) {
+        self.add(&NodeSpec {
+            tier,
+            region,
+            ..NodeSpec::new(node_id)
+        });
+    }
+
+    /// Joins and starts a node as `spec` describes, and waits until it is connected.
+    pub fn add(&mut self, spec: &NodeSpec<'_>) {
+        let node_id = spec.node_id;
         let dir = self.node_dir(node_id);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let config = self.write_agent_config(&dir, tier, region, false);
+        let coordinator = match spec.delay {
+            Some(delay) => {
+                let upstream = self
+                    .quic_for(false)
+                    .parse()
+                    .expect("the coordinator's address");
+                let relay = crate::relay::DelayRelay::start(upstream, delay);
+                let addr = relay.addr.to_string();
+                self.relays.push((node_id.to_owned(), relay));
+                addr
+            }
+            None => self.quic_for(false),
+        };
+        let mut config = format!(
+            "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
+            spec.region, spec.tier, spec.slots
+        );
+        for (key, value) in spec.labels {
+            config.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        let config_path = dir.join("agent.toml");
+        std::fs::write(&config_path, config).expect("agent config");
+        let mut join = self.join_args(node_id, false);
+        join[2] = coordinator;
         let joined = Command::new(binary("fogshell-agent"))
-            .args(self.join_args(node_id, false))
+            .args(join)
             .arg("--config")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--state-dir")
             .arg(&dir)
             .output()
@@ -267,7 +335,7 @@ impl Stack {
         let child = Command::new(binary("fogshell-agent"))
             .args(["--log-format", "json", "serve"])
             .arg("--config")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--state-dir")
             .arg(&dir)
             .arg("--image-layout")
@@ -279,6 +347,14 @@ impl Stack {
             .expect("starting the agent");
         self.others.push((node_id.to_owned(), child));
         self.wait_for(node_id, "connected");
+    }
+
+    /// The delay relay in front of a node added with a delay.
+    pub fn relay(&self, node_id: &str) -> Option<&crate::relay::DelayRelay> {
+        self.relays
+            .iter()
+            .find(|(id, _)| id == node_id)
+            .map(|(_, relay)| relay)
     }
 
     fn log_file(&self, name: &str) -> std::fs::File {

@@ -105,7 +105,10 @@ fn rejection(
         return Some(ReasonCode::RejectUnhealthy);
     }
     let profile = request.profile;
-    let tier_ok = node.trust_tier.satisfies(profile.min_trust_tier)
+    // The tier ladder ranks fog nodes; a cloud node — the operator's own region — is the
+    // trusted fallback for every profile (seed §3: "attested fog node vs cloud fallback").
+    let tier_ok = (node.trust_tier.satisfies(profile.min_trust_tier)
+        || node.trust_tier == TrustTier::Cloud)
         // A host-shell node runs only what demands nothing.
         && (profile.min_trust_tier == TrustTier::Dev
             || node.runtime_drivers.contains(&RuntimeDriver::Libcontainer));
@@ -216,8 +219,12 @@ fn rejection_index(reason: ReasonCode) -> usize {
     }
 }
 
-/// Chooses the node for a session, or says why none can take it.
-pub fn place(request: &PlacementRequest<'_>, nodes: &[NodeView]) -> Result<Placement, NoPlacement> {
+/// Chooses the node for a session, or says why none can take it. `nodes` is any walk over the
+/// fleet, so the coordinator places under its registry's lock without copying it.
+pub fn place<'n>(
+    request: &PlacementRequest<'_>,
+    nodes: impl IntoIterator<Item = &'n NodeView>,
+) -> Result<Placement, NoPlacement> {
     let jurisdiction_key = LabelKey::new(JURISDICTION_LABEL).expect("a valid label key");
     let hint = request.hint;
     let client_region = hint.and_then(|h| h.client_region.as_ref());
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(winner, "cloud-1");
         assert_eq!(reasons[0], ReasonCode::FallbackCloudNoFogCapacity);
 
+        // An attested-only profile with only unattested fog nodes: the trusted cloud.
         let attested = Profile {
             min_trust_tier: TrustTier::Attested,
             ..Profile::DEFAULT
@@ -414,16 +422,19 @@ mod tests {
             node("fog-a", TrustTier::Unattested, 5),
             node("cloud-1", TrustTier::Cloud, 80),
         ];
-        // Cloud is below attested too: nothing qualifies.
-        let error = place(&request(&attested, None), &nodes).unwrap_err();
-        assert_eq!(error.rejected[&ReasonCode::RejectTrustTier], 2);
-        let cloud_ok = Profile {
-            min_trust_tier: TrustTier::Cloud,
-            ..Profile::DEFAULT
-        };
-        let (winner, reasons) = chosen(&request(&cloud_ok, None), &nodes);
+        let (winner, reasons) = chosen(&request(&attested, None), &nodes);
         assert_eq!(winner, "cloud-1");
         assert_eq!(reasons[0], ReasonCode::FallbackCloudTrustTier);
+        // An attested fog node is preferred to the cloud.
+        let with_attested = [
+            nodes[0].clone(),
+            nodes[1].clone(),
+            node("fog-t", TrustTier::Attested, 40),
+        ];
+        assert_eq!(chosen(&request(&attested, None), &with_attested).0, "fog-t");
+        // Without a cloud node, nothing qualifies.
+        let error = place(&request(&attested, None), &nodes[..1]).unwrap_err();
+        assert_eq!(error.rejected[&ReasonCode::RejectTrustTier], 1);
     }
 
     #[test]
