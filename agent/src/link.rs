@@ -43,11 +43,13 @@ pub trait LocalNode: Send + Sync + 'static {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<CommandOutput, CommandError>> + Send;
-    /// Attaches a terminal to a session this node runs.
+    /// Attaches a terminal to a session this node runs, its output from `from_offset` (what
+    /// the node still holds of it).
     fn attach(
         &self,
         session_id: SessionId,
         size: TermSize,
+        from_offset: u64,
     ) -> impl Future<Output = Result<PtyStreams, CommandError>> + Send;
 }
 
@@ -338,16 +340,22 @@ async fn serve_terminal<N: LocalNode>(
         let PtyStreams {
             mut input,
             mut output,
-            ..
-        } = match node.attach(session_id, header.size).await {
+            from_offset,
+        } = match node
+            .attach(session_id, header.size, header.from_offset)
+            .await
+        {
             Ok(streams) => streams,
             Err(error) => {
                 let _ = send.reset(pty_stream_code::REFUSED.into());
                 return Err(format!("attach refused: {}", error.message));
             }
         };
-        tracing::debug!("terminal attached");
+        tracing::debug!(from_offset, "terminal attached");
         let upward = async {
+            write_message(&mut send, &PtyMessage::Start { from_offset })
+                .await
+                .map_err(|e| e.to_string())?;
             let mut waiting: Option<ShimEvent> = None;
             loop {
                 let event = match waiting.take() {
@@ -397,8 +405,8 @@ async fn serve_terminal<N: LocalNode>(
                         .send(&ShimRequest::Resize(size))
                         .await
                         .map_err(|e| e.to_string())?,
-                    Ok(Some(PtyMessage::Exit { .. })) => {
-                        return Err("exit sent down a terminal".to_string());
+                    Ok(Some(PtyMessage::Exit { .. } | PtyMessage::Start { .. })) => {
+                        return Err("an output message sent down a terminal".to_string());
                     }
                     // The viewer detached; the shell keeps running.
                     Ok(None) => return Ok(()),

@@ -210,9 +210,10 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
         &self,
         session_id: SessionId,
         size: TermSize,
+        from_offset: u64,
     ) -> Result<PtyStreams, CommandError> {
         self.runtime
-            .attach_pty(session_id, size, 0)
+            .attach_pty(session_id, size, from_offset)
             .await
             .map_err(command_error)
     }

@@ -613,15 +613,17 @@ impl ControlPlane {
                 Some(session_id.to_string()),
             ));
         }
-        self.connect_terminal(session_id, size).await
+        self.connect_terminal(session_id, size, 0).await
     }
 
-    /// Opens a terminal on the node the session runs on now: for a viewer whose token was
-    /// checked, and again for it after a failover or the node's return.
+    /// Opens a terminal on the node the session runs on now, output from `from_offset`: for
+    /// a viewer whose token was checked, and again for it after a failover or the node's
+    /// return.
     pub async fn connect_terminal(
         &self,
         session_id: SessionId,
         size: TermSize,
+        from_offset: u64,
     ) -> Result<(SessionRecord, Terminal), ApiError> {
         let session = self.store.session(session_id)?.ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
@@ -639,7 +641,7 @@ impl ControlPlane {
             )
         })?;
         let terminal = link
-            .open_terminal(session_id, size)
+            .open_terminal(session_id, size, from_offset)
             .await
             .map_err(|e| ApiError::new(e.code, e.message))?;
         self.store.commit(Batch::events([entry(

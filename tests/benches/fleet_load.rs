@@ -75,7 +75,12 @@ impl LocalNode for SimulatedNode {
         })
     }
 
-    async fn attach(&self, session_id: SessionId, _: TermSize) -> Result<PtyStreams, CommandError> {
+    async fn attach(
+        &self,
+        session_id: SessionId,
+        _: TermSize,
+        _: u64,
+    ) -> Result<PtyStreams, CommandError> {
         Err(CommandError {
             code: ErrorCode::NotFound,
             message: format!("no session {session_id}"),

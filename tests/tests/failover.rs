@@ -122,3 +122,52 @@ async fn a_lost_fog_node_fails_over_to_the_cloud_and_is_fenced_when_it_returns()
     assert_eq!(api.session_status(&alice, &id).await, "running");
     stack.verify_audit();
 }
+
+/// A link that drops every datagram for a second — shorter than the loss bound — loses no
+/// byte of the terminal's output and repeats none: the gateway picks the stream up again at
+/// the offset where it stopped, from the node's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_flap_loses_no_output() {
+    let mut stack = Stack::coordinator_only(&[]);
+    stack.add(&fogshell_e2e::stack::NodeSpec {
+        delay: Some(Duration::from_millis(1)),
+        ..fogshell_e2e::stack::NodeSpec::new("fog-a")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 3600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer
+        .type_bytes(
+            b"for i in $(seq 1 400); do echo line-$i; sleep 0.01; done; echo fin\"\"ished\n",
+        )
+        .await;
+    viewer.expect_output("line-20\r\n", WAIT).await;
+
+    let relay = stack.relay("fog-a").expect("fog-a is behind a relay");
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.restore();
+    viewer.expect_output("finished", WAIT).await;
+    let output = String::from_utf8_lossy(&viewer.output).into_owned();
+    let numbers: Vec<u32> = output
+        .split("line-")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect();
+    let expected: Vec<u32> = (1..=400).collect();
+    assert_eq!(
+        numbers,
+        expected,
+        "output lost or repeated across the flap; status frames: {:?}",
+        viewer
+            .frames
+            .iter()
+            .filter(|f| f["type"] == "status")
+            .collect::<Vec<_>>()
+    );
+}

@@ -160,11 +160,14 @@ enum Ended {
     ViewerGone,
 }
 
-/// Relays the terminal's output to the viewer until it ends.
+/// Relays the terminal's output to the viewer until it ends. `offset` follows the session's
+/// output: where the next byte to reach the viewer sits, so a stream that breaks can be
+/// picked up exactly there.
 async fn pump(
     recv: &mut fogshell_shared::wire::stream::FramedReader<quinn::RecvStream>,
     output: &mpsc::Sender<Message>,
     node: &fogshell_shared::NodeId,
+    offset: &mut u64,
 ) -> Ended {
     let mut waiting: Option<PtyMessage> = None;
     loop {
@@ -191,6 +194,17 @@ async fn pump(
                         return Ended::ViewerGone;
                     }
                 }
+                *offset += bytes.len() as u64;
+            }
+            Ok(Some(PtyMessage::Start { from_offset })) => {
+                if from_offset > *offset {
+                    // More than the node's buffer holds went by while no stream was open.
+                    tracing::warn!(
+                        lost_bytes = from_offset - *offset,
+                        "output fell out of the node's buffer"
+                    );
+                }
+                *offset = from_offset;
             }
             Ok(Some(PtyMessage::Exit { code })) => return Ended::Exit(code),
             Ok(Some(PtyMessage::Resize(_))) => {}
@@ -238,6 +252,7 @@ async fn rebind(
     output: &mpsc::Sender<Message>,
     size: &Mutex<TermSize>,
     first: Option<SessionChange>,
+    offset: u64,
 ) -> Rebound {
     let session_id = attached.session.session_id;
     let old_node = attached.session.node_id().clone();
@@ -288,7 +303,17 @@ async fn rebind(
             }
             SessionStatus::Running => {
                 let current = *size.lock().unwrap_or_else(|p| p.into_inner());
-                match attached.control.connect_terminal(session_id, current).await {
+                // The same shell continues where the viewer stopped; a new one starts afresh.
+                let from = if placement.node_id == old_node {
+                    offset
+                } else {
+                    0
+                };
+                match attached
+                    .control
+                    .connect_terminal(session_id, current, from)
+                    .await
+                {
                     Ok((session, terminal)) => {
                         let state = if *session.node_id() == old_node {
                             StreamState::Running
@@ -352,10 +377,11 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
                 return;
             }
             let mut recv = recv;
+            let mut offset = 0u64;
             loop {
                 let node = attached.session.node_id().clone();
                 let ended = tokio::select! {
-                    ended = pump(&mut recv, &output_queue, &node) => Ok(ended),
+                    ended = pump(&mut recv, &output_queue, &node, &mut offset) => Ok(ended),
                     change = moved_away(&mut attached.changes, attached.session.session_id, &node) => Err(change),
                 };
                 *input.lock().await = None;
@@ -389,10 +415,13 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
                     Err(None) => return,
                     Err(Some(change)) => Some(change),
                 };
-                match rebind(&mut attached, &output_queue, size, first).await {
+                match rebind(&mut attached, &output_queue, size, first, offset).await {
                     Rebound::Over => return,
                     Rebound::Terminal(bound) => {
                         let (session, terminal) = *bound;
+                        if *session.node_id() != node {
+                            offset = 0;
+                        }
                         tracing::info!(node_id = %session.node_id(), "viewer re-bound");
                         attached.session = session;
                         *input.lock().await = Some(terminal.send);

@@ -123,11 +123,12 @@ impl NodeLink {
         }
     }
 
-    /// Opens a terminal stream for `session_id`.
+    /// Opens a terminal stream for `session_id`, its output from `from_offset` on.
     pub async fn open_terminal(
         &self,
         session_id: SessionId,
         size: TermSize,
+        from_offset: u64,
     ) -> Result<Terminal, CommandError> {
         let unavailable =
             |e: &dyn std::fmt::Display| link_error(ErrorCode::NodeUnavailable, e.to_string());
@@ -136,9 +137,16 @@ impl NodeLink {
             .open_bi()
             .await
             .map_err(|e| unavailable(&e))?;
-        write_message(&mut send, &PtyStreamHeader { session_id, size })
-            .await
-            .map_err(|e| unavailable(&e))?;
+        write_message(
+            &mut send,
+            &PtyStreamHeader {
+                session_id,
+                size,
+                from_offset,
+            },
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
         Ok(Terminal {
             send,
             recv: FramedReader::new(recv),

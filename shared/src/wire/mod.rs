@@ -343,6 +343,9 @@ pub struct PtyStreamHeader {
     pub session_id: SessionId,
     /// The terminal's size at attach.
     pub size: TermSize,
+    /// The output offset to start from: 0 for everything the node still holds, or where a
+    /// gateway that lost its stream stopped, so it misses nothing and repeats nothing.
+    pub from_offset: u64,
 }
 
 /// What flows on a PTY stream after the header: input and resizes down to the agent, output
@@ -358,6 +361,13 @@ pub enum PtyMessage {
     Exit {
         /// Exit status.
         code: i32,
+    },
+    /// The offset of the first output byte that follows (agent → coordinator, first on the
+    /// stream). Above the header's `from_offset` when that much output already fell out of
+    /// the node's buffer.
+    Start {
+        /// Offset in the session's output since the shell started.
+        from_offset: u64,
     },
 }
 

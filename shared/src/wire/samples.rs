@@ -163,6 +163,7 @@ pub fn pty_header() -> PtyStreamHeader {
     PtyStreamHeader {
         session_id: session(),
         size: TermSize::new(80, 24).expect("in range"),
+        from_offset: 0,
     }
 }
 
@@ -173,6 +174,9 @@ pub fn pty_messages() -> Vec<PtyMessage> {
         PtyMessage::Data(vec![]),
         PtyMessage::Resize(TermSize::new(1000, 1).expect("in range")),
         PtyMessage::Exit { code: -1 },
+        PtyMessage::Start {
+            from_offset: u64::MAX,
+        },
     ]
 }
 
