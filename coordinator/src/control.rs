@@ -836,14 +836,17 @@ impl ControlPlane {
                 },
             )
         };
-        let Some(profile) = self.profiles.get(&session.profile).copied() else {
-            let reason = format!("its profile {} no longer exists", session.profile);
+        let fail = |session: &mut SessionRecord, reason: String| {
             self.transition_because(
-                &mut session,
+                session,
                 SessionStatus::Failed,
                 vec![record_failure(&reason)],
                 Some(reason),
-            )?;
+            )
+        };
+        let Some(profile) = self.profiles.get(&session.profile).copied() else {
+            let reason = format!("its profile {} no longer exists", session.profile);
+            fail(&mut session, reason)?;
             return Ok(());
         };
         let placement = match self.decide(
@@ -972,12 +975,7 @@ impl ControlPlane {
                     Err(error) => format!("node {to} could not start it: {}", error.message),
                 };
                 tracing::warn!(%reason, "failover failed");
-                self.transition_because(
-                    &mut session,
-                    SessionStatus::Failed,
-                    vec![record_failure(&reason)],
-                    Some(reason),
-                )?;
+                fail(&mut session, reason)?;
                 self.release_on_node(&to, session_id).await;
             }
         }

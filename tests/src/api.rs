@@ -104,7 +104,18 @@ impl Api {
 
     /// `POST /v1/sessions` with the `default` profile; the answer is checked like any other.
     pub async fn create_session(&self, token: &str, ttl_seconds: u32) -> Answer {
-        let body = serde_json::json!({"profile": "default", "ttl_seconds": ttl_seconds});
+        self.create_session_with(token, "default", ttl_seconds)
+            .await
+    }
+
+    /// `POST /v1/sessions` with `profile`.
+    pub async fn create_session_with(
+        &self,
+        token: &str,
+        profile: &str,
+        ttl_seconds: u32,
+    ) -> Answer {
+        let body = serde_json::json!({"profile": profile, "ttl_seconds": ttl_seconds});
         self.call(
             "POST",
             "/v1/sessions",

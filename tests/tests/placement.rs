@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fogshell_e2e::api::Api;
 use fogshell_e2e::stack::{NodeSpec, Stack};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const PROFILES: &str = r#"
 [attested-only]
@@ -23,15 +23,7 @@ pids = 128
 "#;
 
 async fn create(api: &Api, token: &str, profile: &str) -> fogshell_e2e::api::Answer {
-    let body = json!({"profile": profile, "ttl_seconds": 600});
-    api.call(
-        "POST",
-        "/v1/sessions",
-        "/v1/sessions",
-        Some(token),
-        Some(&body),
-    )
-    .await
+    api.create_session_with(token, profile, 600).await
 }
 
 fn placed_on(answer: &fogshell_e2e::api::Answer) -> (&str, Vec<&str>) {
