@@ -777,6 +777,7 @@ impl ControlPlane {
     fn lost(self: &Arc<Self>, node_id: &NodeId) -> Result<(), ApiError> {
         let mut interrupted = Vec::new();
         for mut session in self.store.live_sessions()? {
+            let was_running = session.status == SessionStatus::Running;
             if session.node_id() == node_id
                 && matches!(
                     session.status,
@@ -789,7 +790,7 @@ impl ControlPlane {
                     Some(format!("node {node_id} was lost")),
                 )?
             {
-                interrupted.push(session);
+                interrupted.push((session, was_running));
             }
         }
         self.store.commit(Batch::events([entry(
@@ -801,7 +802,12 @@ impl ControlPlane {
                 sessions: u32::try_from(interrupted.len()).unwrap_or(u32::MAX),
             },
         )]))?;
-        for session in interrupted {
+        // A session still starting has nothing to resume: its creation fails and the client
+        // may try again; only running ones move.
+        for (session, _) in interrupted
+            .into_iter()
+            .filter(|(_, was_running)| *was_running)
+        {
             let this = Arc::clone(self);
             let span = tracing::info_span!("session.failover", session_id = %session.session_id, tenant = %session.tenant, from_node = %node_id);
             tokio::spawn(
