@@ -17,6 +17,7 @@ pub mod enroll;
 pub mod image;
 pub mod link;
 pub mod node_facts;
+pub mod renew;
 pub mod run;
 pub mod runtime;
 pub mod serve;

@@ -13,7 +13,7 @@ use fogshell_shared::frame::TermSize;
 use fogshell_shared::wire::stream::{FramedReader, ReadError, write_message};
 use fogshell_shared::wire::{
     ALPN, AgentMessage, Command, CommandError, CommandOutput, CoordinatorMessage, Heartbeat, Hello,
-    NodeEvent, PtyMessage, PtyStreamHeader, Response, pty_stream_code,
+    NodeEvent, PtyMessage, PtyStreamHeader, Renewed, Response, pty_stream_code,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::enroll::IdentityPaths;
+use crate::renew::Renewal;
 use crate::runtime::PtyStreams;
 use crate::shim::protocol::{ShimEvent, ShimRequest};
 
@@ -72,7 +73,12 @@ pub enum LinkError {
 pub struct Link {
     coordinator: SocketAddr,
     server_name: String,
-    client: quinn::ClientConfig,
+    /// Rebuilt when the node certificate is renewed; each connection takes the current one.
+    client: Arc<std::sync::Mutex<quinn::ClientConfig>>,
+    /// The coordinator's CA, the only one trusted.
+    ca: CertificateDer<'static>,
+    /// The identity files, when the certificate is renewed over this link.
+    renewal: Option<Arc<Renewal>>,
 }
 
 impl Link {
@@ -93,7 +99,9 @@ impl Link {
             .map_err(|e| format!("{}: {e}", identity.key.display()))?;
         let ca = CertificateDer::from_pem_file(&identity.ca)
             .map_err(|e| format!("{}: {e}", identity.ca.display()))?;
-        Self::from_identity(certificate, key, ca, coordinator, server_name)
+        let mut link = Self::from_identity(certificate, key, ca, coordinator, server_name)?;
+        link.renewal = Some(Arc::new(Renewal::load(identity)?));
+        Ok(link)
     }
 
     /// A link authenticating with this certificate and key, trusting only this CA (the load
@@ -105,32 +113,105 @@ impl Link {
         coordinator: SocketAddr,
         server_name: &str,
     ) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(ca)
-            .map_err(|e| format!("the coordinator CA: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![certificate], key)
-            .map_err(|e| format!("the node certificate: {e}"))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-        transport.keep_alive_interval(Some(IDLE_TIMEOUT / 4));
-        client.transport_config(Arc::new(transport));
         Ok(Self {
             coordinator,
             server_name: server_name.to_owned(),
-            client,
+            client: Arc::new(std::sync::Mutex::new(client_config(
+                certificate,
+                key,
+                ca.clone(),
+            )?)),
+            ca,
+            renewal: None,
         })
     }
 
+    fn client(&self) -> quinn::ClientConfig {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks for the next certificate when the current one is due.
+    async fn maybe_renew(&self, send: &mut quinn::SendStream) -> Result<(), LinkError> {
+        let Some(renewal) = &self.renewal else {
+            return Ok(());
+        };
+        match renewal.request_if_due(std::time::Instant::now()) {
+            None => Ok(()),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "cannot ask for a new certificate");
+                Ok(())
+            }
+            Some(Ok(csr_der)) => {
+                tracing::info!("the node certificate is due for renewal; asking");
+                write_message(send, &AgentMessage::Renew { csr_der })
+                    .await
+                    .map_err(|e| LinkError::Broken(e.to_string()))
+            }
+        }
+    }
+
+    /// Stores a renewed certificate and uses it from the next connection on.
+    fn renewed(&self, answer: Renewed) {
+        let Some(renewal) = &self.renewal else {
+            tracing::warn!("a certificate nobody asked for; ignored");
+            return;
+        };
+        let certificate_der = match answer {
+            Renewed::Issued { certificate_der } => certificate_der,
+            Renewed::Refused { message } => {
+                tracing::warn!(%message, "the coordinator refused to renew the certificate");
+                renewal.refused(std::time::Instant::now());
+                return;
+            }
+        };
+        let stored = renewal.store(&certificate_der).and_then(|not_after| {
+            let (certificate, key) = renewal.identity()?;
+            let client = client_config(certificate, key, self.ca.clone())?;
+            *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+            Ok(not_after)
+        });
+        match stored {
+            Ok(not_after) => tracing::info!(not_after, "node certificate renewed"),
+            Err(error) => {
+                tracing::warn!(%error, "the renewed certificate was not taken");
+                renewal.refused(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// The QUIC client side: TLS 1.3 with the node certificate, trusting only `ca`.
+fn client_config(
+    certificate: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    ca: CertificateDer<'static>,
+) -> Result<quinn::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca)
+        .map_err(|e| format!("the coordinator CA: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![certificate], key)
+        .map_err(|e| format!("the node certificate: {e}"))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    transport.keep_alive_interval(Some(IDLE_TIMEOUT / 4));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+impl Link {
     /// Keeps the link up forever: dial, hello, heartbeats; on failure wait (jittered,
     /// doubling up to 5 s) and dial again. Returns only when the coordinator refuses the node.
     pub async fn run<N: LocalNode>(&self, node: &Arc<N>) -> LinkError {
@@ -182,7 +263,7 @@ impl Link {
         on_welcome: &mut impl FnMut(),
     ) -> Result<(), LinkError> {
         let connection = endpoint
-            .connect_with(self.client.clone(), self.coordinator, &self.server_name)
+            .connect_with(self.client(), self.coordinator, &self.server_name)
             .map_err(|e| LinkError::Connect(e.to_string()))?
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
@@ -244,6 +325,7 @@ impl Link {
                     }
                     let heartbeat = AgentMessage::Heartbeat(node.heartbeat(seq).await);
                     write_message(&mut send, &heartbeat).await.map_err(|e| broken(&e))?;
+                    self.maybe_renew(&mut send).await?;
                 }
                 Some(answer) = answered.recv() => {
                     write_message(&mut send, &answer).await.map_err(|e| broken(&e))?;
@@ -262,6 +344,7 @@ impl Link {
                             let _ = answers.send(AgentMessage::Response(Response { id: request.id, result })).await;
                         }.instrument(span));
                     }
+                    Some(CoordinatorMessage::Renewed(answer)) => self.renewed(answer),
                     Some(other) => {
                         return Err(LinkError::Broken(format!("unexpected message: {other:?}")));
                     }

@@ -113,6 +113,10 @@ struct ServeArgs {
     /// How often agents send heartbeats (`500ms`, `1s`).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
+    /// How long node certificates are valid (`30d`); agents renew theirs over the link in
+    /// the last third of its life, without dropping a session.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    node_cert_lifetime: std::time::Duration,
     /// A node silent this long is lost and its sessions fail over (`2s`); a shorter silence
     /// only marks it disconnected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -375,6 +379,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         lost_within: args.node_lost_after,
         heartbeat_interval: args.heartbeat_interval,
+        node_cert_lifetime: time::Duration::try_from(args.node_cert_lifetime)
+            .map_err(|e| format!("--node-cert-lifetime: {e}"))?,
         placement: PlacementPolicy::from_flags(&args.region_latencies, &args.tenant_jurisdictions)?,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;

@@ -197,7 +197,9 @@ impl CertificateAuthority {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - time::Duration::minutes(5);
+        // A little slack for clocks behind ours; a tenth of a short validity at most, so a
+        // short-lived certificate is not mostly slack.
+        params.not_before = now - std::cmp::min(validity / 10_i32, time::Duration::minutes(5));
         params.not_after = now + validity;
         csr.params = params;
         let cert = csr

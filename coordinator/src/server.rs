@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// Placement's configuration.
     pub placement: PlacementPolicy,
+    /// How long node certificates are valid.
+    pub node_cert_lifetime: time::Duration,
 }
 
 /// A started coordinator.
@@ -233,16 +235,18 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         config.placement.clone(),
         public_ws,
     )?);
+    let enrollment = Arc::new(Enrollment {
+        ca: Arc::clone(&ca),
+        tokens,
+        node_cert_lifetime: config.node_cert_lifetime,
+    });
     let fabric = Fabric {
         fleet,
         links,
         hooks: Arc::new(Hooks(Arc::clone(&control))),
         heartbeat_interval: config.heartbeat_interval,
+        enrollment: Arc::clone(&enrollment),
     };
-    let enrollment = Arc::new(Enrollment {
-        ca: Arc::clone(&ca),
-        tokens,
-    });
     let state = Arc::new(AppState {
         control: Arc::clone(&control),
         verifier: Arc::clone(&verifier),
@@ -253,11 +257,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     let app = api::router(state);
 
     let mut tasks = vec![
-        tokio::spawn(fabric::serve(
-            endpoint.clone(),
-            Arc::clone(&enrollment),
-            fabric.clone(),
-        )),
+        tokio::spawn(fabric::serve(endpoint.clone(), fabric.clone())),
         tokio::spawn(fabric::link::sweep_forever(fabric)),
         tokio::spawn(Arc::clone(&control).reap_forever()),
     ];

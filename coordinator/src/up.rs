@@ -135,6 +135,7 @@ pub fn up(args: Up) -> Result<(), String> {
         lost_within: Duration::from_secs(2),
         heartbeat_interval: fogshell_coordinator::fabric::link::HEARTBEAT_INTERVAL,
         placement: Default::default(),
+        node_cert_lifetime: fogshell_coordinator::fabric::enroll::NODE_CERT_VALIDITY,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

@@ -201,6 +201,14 @@ pub enum AuditEvent {
         /// The tier the coordinator grants it.
         trust_tier: TrustTier,
     },
+    /// A node's certificate was renewed over its link.
+    #[serde(rename = "node.certificate_renewed")]
+    NodeCertificateRenewed {
+        /// The node.
+        node_id: NodeId,
+        /// When the new certificate expires.
+        not_after: Timestamp,
+    },
     /// A node went silent past the liveness limit.
     #[serde(rename = "node.lost")]
     NodeLost {
@@ -275,6 +283,9 @@ pub enum EventType {
     /// `node.connected`
     #[serde(rename = "node.connected")]
     NodeConnected,
+    /// `node.certificate_renewed`
+    #[serde(rename = "node.certificate_renewed")]
+    NodeCertificateRenewed,
     /// `node.lost`
     #[serde(rename = "node.lost")]
     NodeLost,
@@ -304,6 +315,7 @@ impl AuditEvent {
             Self::PolicyDenied { .. } => EventType::PolicyDenied,
             Self::NodeEnrolled { .. } => EventType::NodeEnrolled,
             Self::NodeConnected { .. } => EventType::NodeConnected,
+            Self::NodeCertificateRenewed { .. } => EventType::NodeCertificateRenewed,
             Self::NodeLost { .. } => EventType::NodeLost,
             Self::NodeAttestationFailed { .. } => EventType::NodeAttestationFailed,
             Self::FailoverStarted { .. } => EventType::FailoverStarted,

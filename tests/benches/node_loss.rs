@@ -60,14 +60,16 @@ fn main() {
         let enrollment = Arc::new(fabric::enroll::Enrollment {
             ca: Arc::clone(&ca),
             tokens,
+            node_cert_lifetime: fabric::enroll::NODE_CERT_VALIDITY,
         });
         let fabric = fabric::Fabric {
             fleet: Arc::clone(&fleet),
             links: Arc::default(),
             hooks: Arc::new(FleetOnly),
             heartbeat_interval: fabric::link::HEARTBEAT_INTERVAL,
+            enrollment,
         };
-        tokio::spawn(fabric::serve(endpoint, enrollment, fabric.clone()));
+        tokio::spawn(fabric::serve(endpoint, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));
         addr
     });

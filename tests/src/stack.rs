@@ -332,10 +332,18 @@ impl Stack {
             .output()
             .expect("starting the agent");
         assert!(joined.status.success(), "join failed: {joined:?}");
-        let child = Command::new(binary("fogshell-agent"))
+        let child = self.spawn_node(node_id);
+        self.others.push((node_id.to_owned(), child));
+        self.wait_for(node_id, "connected");
+    }
+
+    /// `fogshell-agent serve` for a node made by [`Stack::add`].
+    fn spawn_node(&self, node_id: &str) -> Child {
+        let dir = self.node_dir(node_id);
+        Command::new(binary("fogshell-agent"))
             .args(["--log-format", "json", "serve"])
             .arg("--config")
-            .arg(&config_path)
+            .arg(dir.join("agent.toml"))
             .arg("--state-dir")
             .arg(&dir)
             .arg("--image-layout")
@@ -344,8 +352,20 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(self.log_file(&format!("{node_id}.log")))
             .spawn()
-            .expect("starting the agent");
-        self.others.push((node_id.to_owned(), child));
+            .expect("starting the agent")
+    }
+
+    /// Kills a node made by [`Stack::add`] (SIGKILL) and starts it again; waits until it is
+    /// connected.
+    pub fn restart_node(&mut self, node_id: &str) {
+        let index = self
+            .others
+            .iter()
+            .position(|(id, _)| id == node_id)
+            .unwrap_or_else(|| panic!("no node {node_id}"));
+        let _ = self.others[index].1.kill();
+        let _ = self.others[index].1.wait();
+        self.others[index].1 = self.spawn_node(node_id);
         self.wait_for(node_id, "connected");
     }
 

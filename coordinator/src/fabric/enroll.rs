@@ -8,6 +8,9 @@ use fogshell_shared::audit::{AuditEvent, Outcome};
 use fogshell_shared::wire::join::{JoinRequest, JoinResponse};
 use fogshell_shared::wire::{Refusal, SUPPORTED_VERSIONS, encode, negotiate};
 
+use fogshell_shared::NodeId;
+use fogshell_shared::wire::Renewed;
+
 use super::{FabricHooks, close, read_single};
 use crate::join_tokens::{RedeemError, TokenStore};
 use crate::pki::CertificateAuthority;
@@ -22,9 +25,58 @@ pub struct Enrollment {
     pub ca: Arc<CertificateAuthority>,
     /// Join tokens.
     pub tokens: TokenStore,
+    /// How long a node certificate is valid (agents renew it in its last third).
+    pub node_cert_lifetime: time::Duration,
 }
 
 impl Enrollment {
+    /// Renews the certificate of `node_id`, which asked on its own authenticated link: the
+    /// certificate names that node whatever the request says. Returns the answer and what to
+    /// record of it.
+    pub fn renew(
+        &self,
+        node_id: &NodeId,
+        csr_der: &[u8],
+        now: time::OffsetDateTime,
+    ) -> (Renewed, Outcome, AuditEvent) {
+        match self
+            .ca
+            .issue_node_certificate(node_id, csr_der, self.node_cert_lifetime, now)
+        {
+            Ok(cert) => {
+                let millis =
+                    i64::try_from(cert.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                let not_after = fogshell_shared::Timestamp::from_unix_millis(millis)
+                    .unwrap_or(fogshell_shared::Timestamp::UNIX_EPOCH);
+                tracing::info!(%node_id, %not_after, "node certificate renewed");
+                (
+                    Renewed::Issued {
+                        certificate_der: cert.der,
+                    },
+                    Outcome::Success,
+                    AuditEvent::NodeCertificateRenewed {
+                        node_id: node_id.clone(),
+                        not_after,
+                    },
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%node_id, %error, "policy.denied: certificate renewal");
+                (
+                    Renewed::Refused {
+                        message: error.to_string(),
+                    },
+                    Outcome::Denied,
+                    AuditEvent::PolicyDenied {
+                        rule_id: "node.renewal_bad_request".into(),
+                        reason: error.to_string(),
+                        subject: Some(node_id.to_string()),
+                    },
+                )
+            }
+        }
+    }
+
     /// Decides one join request; returns the answer and what to record of it.
     pub fn decide(
         &self,
@@ -46,7 +98,7 @@ impl Enrollment {
                 match self.ca.issue_node_certificate(
                     &request.node_id,
                     &request.csr_der,
-                    NODE_CERT_VALIDITY,
+                    self.node_cert_lifetime,
                     now,
                 ) {
                     Ok(cert) => {

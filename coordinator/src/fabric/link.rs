@@ -69,6 +69,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         links,
         hooks,
         heartbeat_interval,
+        enrollment,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -172,6 +173,14 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                     }
                 }
                 Ok(Some(AgentMessage::Event(event))) => hooks.node_event(&node_id, event),
+                Ok(Some(AgentMessage::Renew { csr_der })) => {
+                    let (answer, outcome, event) =
+                        enrollment.renew(&node_id, &csr_der, time::OffsetDateTime::now_utc());
+                    hooks.record(outcome, event);
+                    if let Err(error) = link.send(&CoordinatorMessage::Renewed(answer)).await {
+                        tracing::info!(%error, "could not send the renewed certificate");
+                    }
+                }
                 Ok(None) => break,
                 Err(ReadError::Io(reason)) => {
                     tracing::info!(%reason, "link gone");

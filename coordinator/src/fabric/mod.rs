@@ -124,6 +124,8 @@ pub struct Fabric {
     pub hooks: Arc<dyn FabricHooks>,
     /// How often agents send heartbeats (the welcome tells them).
     pub heartbeat_interval: std::time::Duration,
+    /// Join tokens and the CA: enrollment, and certificate renewal on the link.
+    pub enrollment: Arc<enroll::Enrollment>,
 }
 
 impl std::fmt::Debug for Fabric {
@@ -133,9 +135,8 @@ impl std::fmt::Debug for Fabric {
 }
 
 /// Serves connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment>, fabric: Fabric) {
+pub async fn serve(endpoint: quinn::Endpoint, fabric: Fabric) {
     while let Some(incoming) = endpoint.accept().await {
-        let enrollment = Arc::clone(&enrollment);
         let fabric = fabric.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
@@ -152,7 +153,8 @@ pub async fn serve(endpoint: quinn::Endpoint, enrollment: Arc<enroll::Enrollment
                 .and_then(|d| d.protocol);
             match alpn.as_deref() {
                 Some(JOIN_ALPN) => {
-                    enroll::serve_connection(connection, &enrollment, fabric.hooks.as_ref()).await;
+                    enroll::serve_connection(connection, &fabric.enrollment, fabric.hooks.as_ref())
+                        .await;
                 }
                 Some(ALPN) => link::serve_connection(connection, fabric).await,
                 _ => connection.close(close::PROTOCOL_ERROR.into(), b"unknown ALPN"),

@@ -73,6 +73,11 @@ impl NodeLink {
         self.connection.rtt()
     }
 
+    /// Sends one message on the control stream.
+    pub(crate) async fn send(&self, message: &CoordinatorMessage) -> std::io::Result<()> {
+        write_message(&mut *self.control.lock().await, message).await
+    }
+
     /// Sends `command` and waits up to `timeout` for the node's answer.
     pub async fn request(
         &self,

@@ -44,6 +44,13 @@ pub enum AgentMessage {
     Response(Response),
     /// Something happened on the node that the coordinator did not ask about.
     Event(NodeEvent),
+    /// The node certificate nears its end: a PKCS#10 request (DER) for the next one, for the
+    /// node's key. Answered with [`CoordinatorMessage::Renewed`].
+    Renew {
+        /// The certificate signing request.
+        #[serde(with = "serde_bytes")]
+        csr_der: Vec<u8>,
+    },
 }
 
 /// What a coordinator sends on the control stream.
@@ -56,6 +63,25 @@ pub enum CoordinatorMessage {
     Refusal(Refusal),
     /// A command for the agent.
     Request(Request),
+    /// The answer to [`AgentMessage::Renew`].
+    Renewed(Renewed),
+}
+
+/// A renewal's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Renewed {
+    /// The next node certificate (DER): the same node id, a fresh validity.
+    Issued {
+        /// The certificate.
+        #[serde(with = "serde_bytes")]
+        certificate_der: Vec<u8>,
+    },
+    /// Not renewed; the current certificate stays until it expires.
+    Refused {
+        /// Why.
+        message: String,
+    },
 }
 
 /// An agent introducing itself. Sent on every (re)connection, so it also carries what runs on
@@ -403,7 +429,10 @@ mod tests {
         // A new variant added without a sample fails to compile here.
         for m in samples::agent_messages() {
             match m {
-                AgentMessage::Hello(_) | AgentMessage::Heartbeat(_) | AgentMessage::Event(_) => {}
+                AgentMessage::Hello(_)
+                | AgentMessage::Heartbeat(_)
+                | AgentMessage::Event(_)
+                | AgentMessage::Renew { .. } => {}
                 AgentMessage::Response(r) => match r.result {
                     Ok(CommandOutput::Allocated { .. })
                     | Ok(CommandOutput::Terminated)
@@ -418,6 +447,8 @@ mod tests {
             .map(|m| match m {
                 CoordinatorMessage::Welcome(_) => "welcome",
                 CoordinatorMessage::Refusal(_) => "refusal",
+                CoordinatorMessage::Renewed(Renewed::Issued { .. }) => "issued",
+                CoordinatorMessage::Renewed(Renewed::Refused { .. }) => "renewal refused",
                 CoordinatorMessage::Request(r) => match r.command {
                     Command::Allocate(_) => "allocate",
                     Command::Terminate { .. } => "terminate",
@@ -426,8 +457,8 @@ mod tests {
                 },
             })
             .collect();
-        assert_eq!(kinds.len(), 6);
-        assert_eq!(samples::agent_messages().len(), 8);
+        assert_eq!(kinds.len(), 8);
+        assert_eq!(samples::agent_messages().len(), 9);
     }
 
     #[test]

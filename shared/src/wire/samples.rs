@@ -55,6 +55,9 @@ pub fn hello() -> Hello {
 pub fn agent_messages() -> Vec<AgentMessage> {
     vec![
         AgentMessage::Hello(hello()),
+        AgentMessage::Renew {
+            csr_der: vec![0x30, 0x82, 0x01, 0x00],
+        },
         AgentMessage::Heartbeat(Heartbeat {
             seq: 9,
             health: Health {
@@ -132,6 +135,12 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
         })
     };
     vec![
+        CoordinatorMessage::Renewed(Renewed::Issued {
+            certificate_der: vec![0x30, 1, 2],
+        }),
+        CoordinatorMessage::Renewed(Renewed::Refused {
+            message: "the request names another node".into(),
+        }),
         CoordinatorMessage::Welcome(Welcome {
             version: 1,
             heartbeat_interval_ms: 500,
