@@ -21,6 +21,7 @@ apt_packages=(
   curl         # the API tests poll the coordinator with it
   procps       # pkill: the end-to-end tests stop the shims they started
   iproute2     # ip netns + veth: the link tests cut a node's network
+  chromium     # the console test drives it headless through Playwright
 )
 
 if $run_only; then
@@ -31,6 +32,10 @@ missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Node.js and npm build the console and run its test; any install of them will do (the
+# machine's own npm may be newer than Debian's), so only missing commands are installed.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2

@@ -18,6 +18,9 @@ fi
 step "prerequisites"
 scripts/install-deps.sh
 
+step "build the console (npm ci from the lockfile; the coordinator embeds it)"
+scripts/build-console.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check

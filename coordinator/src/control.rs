@@ -202,6 +202,11 @@ impl ControlPlane {
         &self.fleet
     }
 
+    /// The session profiles.
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
     /// Every session's lifecycle changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SessionChange> {
         self.changes.subscribe()

@@ -121,6 +121,10 @@ struct ServeArgs {
     /// only marks it disconnected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_lost_after: std::time::Duration,
+    /// The scopes the console and `shell` ask the issuer for [default: `openid
+    /// fogshell.sessions` with --oidc-issuer, every fogshell scope with the development one].
+    #[arg(long)]
+    oidc_client_scope: Option<String>,
     /// Session profiles, a TOML file of tables `[NAME]` with `cpu_millis`, `memory_bytes`,
     /// `pids`, and optionally `network` and `min_trust_tier`; `default` (1 CPU, 512 MiB, 256
     /// pids) is built in unless the file redefines it.
@@ -350,6 +354,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         (false, Some(cert), Some(key)) => HttpTls::Files { cert, key },
         _ => HttpTls::OwnCa,
     };
+    let client_scope = args.oidc_client_scope.unwrap_or_else(|| {
+        if args.oidc_issuer.is_some() {
+            "openid fogshell.sessions".into()
+        } else {
+            fogshell_coordinator::auth::dev_issuer::DEV_SCOPES.into()
+        }
+    });
     let identity = match args.oidc_issuer {
         Some(issuer) => Identity::Oidc(OidcConfig {
             tenant_claim: args.tenant_claim,
@@ -379,6 +390,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         lost_within: args.node_lost_after,
         heartbeat_interval: args.heartbeat_interval,
+        client_scope,
         node_cert_lifetime: time::Duration::try_from(args.node_cert_lifetime)
             .map_err(|e| format!("--node-cert-lifetime: {e}"))?,
         placement: PlacementPolicy::from_flags(&args.region_latencies, &args.tenant_jurisdictions)?,

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub placement: PlacementPolicy,
     /// How long node certificates are valid.
     pub node_cert_lifetime: time::Duration,
+    /// The scopes fogshell's own clients (the console, `shell`) ask the issuer for.
+    pub client_scope: String,
 }
 
 /// A started coordinator.
@@ -253,6 +255,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         rate: RateLimiter::new(config.rate),
         enrollment: Arc::clone(&enrollment),
         dev_issuer: dev_issuer.clone(),
+        client_scope: config.client_scope.clone(),
     });
     let app = api::router(state);
 

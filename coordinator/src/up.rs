@@ -136,6 +136,7 @@ pub fn up(args: Up) -> Result<(), String> {
         heartbeat_interval: fogshell_coordinator::fabric::link::HEARTBEAT_INTERVAL,
         placement: Default::default(),
         node_cert_lifetime: fogshell_coordinator::fabric::enroll::NODE_CERT_VALIDITY,
+        client_scope: fogshell_coordinator::auth::dev_issuer::DEV_SCOPES.into(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {
@@ -172,6 +173,7 @@ async fn run_stack(
     let url = &running.public_url;
     println!("fogshell is up — development stack: loopback only, development login, SQLite.");
     println!();
+    println!("  console    {url}/console/");
     println!("  API        {url}/v1   (OpenAPI: {url}/v1/openapi.json)");
     println!("  login      {url}/dev/oidc   (every login is user `dev`, tenant `dev`)");
     println!(

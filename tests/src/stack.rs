@@ -84,6 +84,8 @@ pub struct Stack {
     others: Vec<(String, Child)>,
     /// The delay relays in front of some of them.
     relays: Vec<(String, crate::relay::DelayRelay)>,
+    /// Another OpenID provider than [`Stack::issuer`]: its URL and the audience.
+    external_oidc: Option<(String, String)>,
     extra: Vec<String>,
     /// The agent runs in this network namespace, reaching the coordinator over a veth.
     net: Option<crate::netns::TestNet>,
@@ -121,10 +123,31 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            external_oidc: None,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             net: None,
         };
         stack.start_coordinator("127.0.0.1:0");
+        stack
+    }
+
+    /// A coordinator on `http` (`127.0.0.1:PORT`) that trusts the OpenID provider at
+    /// `issuer` for tokens with `audience`, and no node yet.
+    pub fn coordinator_for_issuer(issuer: &str, audience: &str, http: &str) -> Self {
+        let mut stack = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            issuer: Issuer::start(),
+            api: String::new(),
+            quic: "127.0.0.1:0".into(),
+            coordinator: None,
+            agent: None,
+            others: Vec::new(),
+            relays: Vec::new(),
+            external_oidc: Some((issuer.to_owned(), audience.to_owned())),
+            extra: Vec::new(),
+            net: None,
+        };
+        stack.start_coordinator(http);
         stack
     }
 
@@ -146,6 +169,7 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            external_oidc: None,
             extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
             net: Some(crate::netns::TestNet::create("link")),
         };
@@ -206,12 +230,20 @@ impl Stack {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--plain-http", "--name", "127.0.0.1"])
-            .args([
-                "--oidc-issuer",
-                &self.issuer.url,
-                "--oidc-audience",
-                AUDIENCE,
-            ])
+            .args(match &self.external_oidc {
+                Some((issuer, audience)) => [
+                    "--oidc-issuer".to_owned(),
+                    issuer.clone(),
+                    "--oidc-audience".to_owned(),
+                    audience.clone(),
+                ],
+                None => [
+                    "--oidc-issuer".to_owned(),
+                    self.issuer.url.clone(),
+                    "--oidc-audience".to_owned(),
+                    AUDIENCE.to_owned(),
+                ],
+            })
             .args(["--default-image", &default_image()])
             .args(&self.extra)
             .env("RUST_LOG", "info,fogshell_coordinator=debug")
@@ -334,7 +366,26 @@ impl Stack {
         assert!(joined.status.success(), "join failed: {joined:?}");
         let child = self.spawn_node(node_id);
         self.others.push((node_id.to_owned(), child));
-        self.wait_for(node_id, "connected");
+        if self.external_oidc.is_some() {
+            // No token of that provider here to ask the API with: the agent's log says it.
+            self.wait_for_log(&format!("{node_id}.log"), "linked to the coordinator");
+        } else {
+            self.wait_for(node_id, "connected");
+        }
+    }
+
+    /// Waits until the log file `name` holds `needle`.
+    fn wait_for_log(&self, name: &str, needle: &str) {
+        let path = self.dir.path().join(name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&path).is_ok_and(|log| log.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in {name} within 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `fogshell-agent serve` for a node made by [`Stack::add`].

@@ -5,6 +5,7 @@
 //! to a [`Principal`], then the tenant's rate limit. Handlers check scopes and call the
 //! [`ControlPlane`]; errors are `{code, message, evidence_pointer}` with the code's status.
 
+mod console;
 mod events;
 pub mod extract;
 pub mod gateway;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub enrollment: Arc<Enrollment>,
     /// The development issuer, when this is the all-in-one stack.
     pub dev_issuer: Option<Arc<DevIssuer>>,
+    /// The scopes fogshell's own clients ask the issuer for.
+    pub client_scope: String,
 }
 
 impl IntoResponse for ApiError {
@@ -75,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(sessions::get_one).delete(sessions::delete),
         )
         .route("/v1/sessions/{id}/attach", post(sessions::reattach))
+        .route("/v1/profiles", get(sessions::profiles))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::get_one))
         .route("/v1/nodes", get(nodes::list))
@@ -92,7 +96,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") });
     let dev_issuer = state.dev_issuer.clone();
-    let router = router.with_state(state);
+    let router = router
+        .merge(console::routes(state.verifier.issuer()))
+        .with_state(state);
     match dev_issuer {
         Some(issuer) => router.nest(crate::auth::dev_issuer::PATH, issuer.router()),
         None => router,
@@ -102,11 +108,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The client id fogshell's own clients (CLI, console) use with the issuer.
 pub const CLIENT_ID: &str = "fogshell";
 
-/// How clients log in: which issuer, with which client id. Public, like OIDC discovery.
+/// How clients log in: which issuer, with which client id and scopes. Public, like OIDC
+/// discovery.
 async fn auth_config(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "issuer": state.verifier.issuer(),
         "client_id": CLIENT_ID,
+        "scope": state.client_scope,
     }))
 }
 

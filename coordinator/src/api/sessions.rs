@@ -18,6 +18,35 @@ use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 
+/// One profile as `GET /v1/profiles` lists it.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct ProfileView {
+    name: fogshell_shared::ProfileName,
+    #[serde(flatten)]
+    profile: fogshell_shared::profile::Profile,
+}
+
+/// `GET /v1/profiles`: what sessions may be created with.
+pub(super) async fn profiles(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Page<ProfileView>>, ApiError> {
+    require(&state.control, &principal, Scope::Sessions)?;
+    let items = state
+        .control
+        .profiles()
+        .iter()
+        .map(|(name, profile)| ProfileView {
+            name: name.clone(),
+            profile: *profile,
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
 fn session_id(text: &str) -> Result<SessionId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no session {text:?}")))

@@ -1,0 +1,447 @@
+// fogshell's browser console. Logs in with the coordinator's OIDC issuer (authorization code
+// + PKCE, through oidc-client-ts), keeps the access token in memory only, creates and lists
+// the user's sessions, and attaches an xterm.js terminal over the coordinator's WebSocket
+// frames ({"type":"stdin"|"resize"} up, {"type":"stdout"|"status"|"exit"|"error"} down).
+import { InMemoryWebStorage, UserManager, WebStorageStateStore } from "oidc-client-ts";
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import "@xterm/xterm/css/xterm.css";
+import "./style.css";
+
+const $ = (id) => document.getElementById(id);
+const consoleUrl = new URL("/console/", location.origin).href;
+
+// ---------------------------------------------------------------------------------------
+// Bytes ↔ base64 (the frames carry terminal bytes base64-encoded).
+
+const encoder = new TextEncoder();
+
+function bytesToBase64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+function base64ToBytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+// The claims of a JWT access token, for showing who is logged in (never for trusting).
+function claimsOf(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(new TextDecoder().decode(base64ToBytes(payload)));
+  } catch {
+    return {};
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Login.
+
+let manager;
+let user = null;
+
+class LoginNeeded extends Error {}
+
+async function setUpLogin() {
+  const config = await (await fetch("/v1/auth/config")).json();
+  manager = new UserManager({
+    authority: config.issuer,
+    client_id: config.client_id,
+    redirect_uri: consoleUrl,
+    post_logout_redirect_uri: consoleUrl,
+    response_type: "code",
+    scope: config.scope,
+    // Tokens live in this page's memory only; only the PKCE state of a login in flight
+    // waits in this tab's sessionStorage for the redirect back.
+    userStore: new WebStorageStateStore({ store: new InMemoryWebStorage() }),
+    stateStore: new WebStorageStateStore({ store: window.sessionStorage }),
+    loadUserInfo: false,
+    automaticSilentRenew: false,
+    monitorSession: false,
+  });
+  manager.events.addAccessTokenExpiring(async () => {
+    if (!user?.refresh_token) return;
+    try {
+      user = await manager.signinSilent();
+    } catch {
+      // Asked again when it expires.
+    }
+  });
+  manager.events.addAccessTokenExpired(() => showLogin("Your login expired. Log in again to go on."));
+  const params = new URLSearchParams(location.search);
+  if (params.has("code") || params.has("error")) {
+    try {
+      user = await manager.signinRedirectCallback();
+    } catch (error) {
+      showLogin(`The login did not complete: ${error.message}`);
+      history.replaceState(null, "", consoleUrl);
+      return;
+    }
+    history.replaceState(null, "", consoleUrl);
+  } else {
+    user = await manager.getUser();
+  }
+  if (user && !user.expired) {
+    await showApp();
+  } else {
+    showLogin("");
+  }
+}
+
+function showLogin(reason) {
+  user = null;
+  terminalView?.detach();
+  $("app-view").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("login-reason").textContent = reason;
+  $("login-view").hidden = false;
+  $("login").focus();
+}
+
+async function logIn() {
+  await manager.signinRedirect();
+}
+
+async function logOut() {
+  terminalView?.detach();
+  const metadata = await manager.metadataService.getMetadata().catch(() => ({}));
+  if (metadata.end_session_endpoint) {
+    await manager.signoutRedirect();
+    return;
+  }
+  await manager.removeUser();
+  showLogin("You are logged out.");
+}
+
+// ---------------------------------------------------------------------------------------
+// The API.
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.code;
+  }
+}
+
+async function api(method, path, body) {
+  if (!user || user.expired) throw new LoginNeeded();
+  const response = await fetch(path, {
+    method,
+    headers: {
+      authorization: `Bearer ${user.access_token}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : null;
+  if (response.status === 401) {
+    showLogin("Your login is no longer accepted. Log in again.");
+    throw new LoginNeeded();
+  }
+  if (!response.ok) throw new ApiError(response.status, json);
+  return json;
+}
+
+// Runs an action started from the UI; errors end up in the status line, not the console.
+function guarded(action) {
+  return async (...args) => {
+    try {
+      await action(...args);
+    } catch (error) {
+      if (!(error instanceof LoginNeeded)) setStatus("error", error.message);
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Status line and placement.
+
+function describe(placement) {
+  return placement ? `${placement.node_id} (${placement.region}, ${placement.trust_tier})` : "its node";
+}
+
+function setStatus(state, text) {
+  const status = $("status");
+  status.dataset.state = state;
+  status.textContent = text;
+}
+
+function showPlacement(placement) {
+  if (!placement) return;
+  $("placement").hidden = false;
+  $("placement-node").textContent = placement.node_id;
+  $("placement-region").textContent = placement.region;
+  $("placement-tier").textContent = placement.trust_tier;
+  $("placement-reasons").textContent = placement.reasons.join(", ");
+}
+
+function statusText(frame) {
+  const where = describe(frame.placement);
+  const why = frame.reason ? `: ${frame.reason}` : "";
+  switch (frame.state) {
+    case "connecting":
+      return `Connecting to ${where}…`;
+    case "running":
+      return `Connected to ${where}.`;
+    case "interrupted":
+      return `Interrupted${why}. Waiting for the session to come back…`;
+    case "resuming":
+      return `Resuming on ${where}${why}…`;
+    case "resumed":
+      return `Resumed on ${where}. This is a new shell: what ran before is gone.`;
+    case "failed":
+      return `The session failed${why}.`;
+    default:
+      return `${frame.state}${why}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The terminal.
+
+class TerminalView {
+  constructor(element) {
+    this.term = new Terminal({
+      cursorBlink: true,
+      fontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
+      fontSize: 14,
+      scrollback: 5000,
+    });
+    this.fit = new FitAddon();
+    this.term.loadAddon(this.fit);
+    this.term.open(element);
+    this.term.onData((data) => this.send({ type: "stdin", data_b64: bytesToBase64(encoder.encode(data)) }));
+    this.term.onBinary((data) => {
+      const bytes = Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff);
+      this.send({ type: "stdin", data_b64: bytesToBase64(bytes) });
+    });
+    this.term.onResize(({ cols, rows }) => this.send({ type: "resize", cols, rows }));
+    this.term.attachCustomKeyEventHandler((event) => this.shortcut(event));
+    new ResizeObserver(() => this.fit.fit()).observe(element);
+    this.sessionId = null;
+    this.ws = null;
+  }
+
+  // Ctrl+Shift+C copies, Ctrl+Shift+V pastes, Ctrl+Shift+E leaves the terminal.
+  shortcut(event) {
+    if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
+    switch (event.code) {
+      case "KeyC":
+        if (this.term.hasSelection()) navigator.clipboard.writeText(this.term.getSelection());
+        return false;
+      case "KeyV":
+        navigator.clipboard.readText().then((text) => this.term.paste(text));
+        return false;
+      case "KeyE":
+        $("refresh").focus();
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  send(frame) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  attach(sessionId, attach, placement) {
+    this.detach();
+    this.sessionId = sessionId;
+    this.finished = false;
+    this.retries = 0;
+    $("terminal-section").hidden = false;
+    $("terminal-session").textContent = sessionId;
+    this.term.reset();
+    this.fit.fit();
+    this.connect(attach, false, placement);
+    this.term.focus();
+  }
+
+  connect(attach, reconnecting, placement) {
+    setStatus("connecting", statusText({ state: "connecting", placement }));
+    const url = new URL(attach.ws_url);
+    url.searchParams.set("token", attach.token);
+    url.searchParams.set("cols", String(this.term.cols));
+    url.searchParams.set("rows", String(this.term.rows));
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    let fresh = reconnecting;
+    ws.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      switch (frame.type) {
+        case "stdout":
+          this.term.write(base64ToBytes(frame.data_b64));
+          break;
+        case "status":
+          // A reconnect replays the node's buffer from the start: begin from a clean screen.
+          if (fresh && frame.state === "running") {
+            this.term.reset();
+            fresh = false;
+          }
+          this.retries = 0;
+          showPlacement(frame.placement);
+          setStatus(frame.state, statusText(frame));
+          if (frame.state === "failed") this.finished = true;
+          break;
+        case "exit":
+          this.finished = true;
+          setStatus("exited", `The shell exited with status ${frame.code}.`);
+          refreshSessions();
+          break;
+        case "error":
+          setStatus("error", frame.message);
+          break;
+      }
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws || this.finished || this.sessionId === null) return;
+      this.reconnect();
+    };
+  }
+
+  // A dropped connection: a fresh attach token for the same session, the same shell.
+  async reconnect() {
+    const sessionId = this.sessionId;
+    this.retries += 1;
+    const delay = Math.min(250 * 2 ** Math.min(this.retries, 5), 5000);
+    setStatus("connecting", `Connection lost; reconnecting in ${(delay / 1000).toFixed(1)} s…`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    if (this.sessionId !== sessionId || this.finished) return;
+    try {
+      const attach = await api("POST", `/v1/sessions/${sessionId}/attach`);
+      if (this.sessionId === sessionId) this.connect(attach, true);
+    } catch (error) {
+      if (error instanceof LoginNeeded) return;
+      if (error instanceof ApiError && (error.status === 404 || error.status === 409)) {
+        this.finished = true;
+        setStatus("failed", `The session cannot be attached again: ${error.message}`);
+        return;
+      }
+      this.reconnect();
+    }
+  }
+
+  detach() {
+    this.sessionId = null;
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, "detached");
+  }
+}
+
+let terminalView = null;
+
+// ---------------------------------------------------------------------------------------
+// Sessions.
+
+async function loadProfiles() {
+  const { items } = await api("GET", "/v1/profiles");
+  const select = $("profile");
+  select.replaceChildren(
+    ...items.map((p) => {
+      const option = document.createElement("option");
+      option.value = p.name;
+      const mib = Math.round(p.memory_bytes / 1048576);
+      option.textContent = `${p.name} — ${p.cpu_millis / 1000} CPU, ${mib} MiB, ${p.min_trust_tier} or better`;
+      return option;
+    }),
+  );
+  select.value = items.some((p) => p.name === "default") ? "default" : items[0]?.name;
+}
+
+async function createSession(event) {
+  event.preventDefault();
+  setStatus("connecting", "Placing the session…");
+  const created = await api("POST", "/v1/sessions", {
+    profile: $("profile").value,
+    ttl_seconds: Number($("ttl").value),
+  });
+  showPlacement(created.placement);
+  terminalView.attach(created.session_id, created.attach, created.placement);
+  refreshSessions();
+}
+
+async function refreshSessions() {
+  const { items } = await api("GET", "/v1/sessions?limit=100");
+  const rows = items
+    .filter((s) => s.status !== "terminated" && s.status !== "failed")
+    .map((session) => {
+      const row = document.createElement("tr");
+      row.dataset.session = session.session_id;
+      const cells = [
+        session.session_id,
+        session.status,
+        session.placement?.node_id ?? "",
+        new Date(session.expires_at).toLocaleString(),
+      ].map((text, i) => {
+        const cell = document.createElement(i === 0 ? "th" : "td");
+        if (i === 0) cell.scope = "row";
+        const content = i === 0 ? document.createElement("code") : cell;
+        content.textContent = text;
+        if (i === 0) cell.append(content);
+        return cell;
+      });
+      const actions = document.createElement("td");
+      if (session.status === "running") {
+        const attach = document.createElement("button");
+        attach.type = "button";
+        attach.textContent = "Attach";
+        attach.setAttribute("aria-label", `Attach to session ${session.session_id}`);
+        attach.onclick = guarded(async () => {
+          const info = await api("POST", `/v1/sessions/${session.session_id}/attach`);
+          showPlacement(session.placement);
+          terminalView.attach(session.session_id, info, session.placement);
+        });
+        actions.append(attach);
+      }
+      const terminate = document.createElement("button");
+      terminate.type = "button";
+      terminate.textContent = "Terminate";
+      terminate.setAttribute("aria-label", `Terminate session ${session.session_id}`);
+      terminate.onclick = guarded(async () => {
+        if (terminalView.sessionId === session.session_id) terminalView.detach();
+        await api("DELETE", `/v1/sessions/${session.session_id}`);
+        setStatus("exited", `Session ${session.session_id} terminated.`);
+        await refreshSessions();
+      });
+      actions.append(terminate);
+      row.append(...cells, actions);
+      return row;
+    });
+  $("sessions").tBodies[0].replaceChildren(...rows);
+}
+
+async function showApp() {
+  const claims = claimsOf(user.access_token);
+  $("who").textContent = [claims.sub, claims.tenant].filter(Boolean).join(" · ");
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("logout").hidden = false;
+  terminalView ??= new TerminalView($("terminal"));
+  await loadProfiles();
+  await refreshSessions();
+  $("profile").focus();
+}
+
+// ---------------------------------------------------------------------------------------
+
+$("login").addEventListener("click", guarded(logIn));
+$("logout").addEventListener("click", guarded(logOut));
+$("create").addEventListener("submit", guarded(createSession));
+$("refresh").addEventListener("click", guarded(refreshSessions));
+setUpLogin().catch((error) => showLogin(`The console could not start: ${error.message}`));

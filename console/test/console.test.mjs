@@ -1,0 +1,147 @@
+// The console end to end in Debian's headless Chromium, driven by Playwright: log in through
+// a real OpenID provider, create a session with the keyboard, see `echo` rendered, resize and
+// see `stty size` follow, drop the WebSocket and keep the same shell, terminate, log out.
+//
+// Started by tests/tests/console.rs, which runs the provider (test/oidc-server.mjs), a
+// coordinator and a node, and passes:
+//   CONSOLE_URL      http://127.0.0.1:PORT/console/
+//   OIDC_LOGIN       the test user's login and password, `login:password`
+//   SCREENSHOT       where to save a screenshot of the console with a live terminal
+import { chromium } from "playwright-core";
+
+const consoleUrl = process.env.CONSOLE_URL;
+const [login, password] = (process.env.OIDC_LOGIN ?? "alice:wonderland").split(":");
+const screenshot = process.env.SCREENSHOT;
+const TIMEOUT = 20_000;
+
+function step(text) {
+  console.log(`--> ${text}`);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context.setDefaultTimeout(TIMEOUT);
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error") console.log(`[page] ${m.text()}`);
+  });
+  // Every terminal socket goes through here, so the test can drop one as a network would.
+  const sockets = [];
+  await page.routeWebSocket(/\/v1\/sessions\/[^/]+\/pty/, (ws) => {
+    ws.connectToServer();
+    sockets.push(ws);
+  });
+  const terminalText = () =>
+    page.evaluate(() => document.querySelector("#terminal .xterm-rows")?.innerText ?? "");
+  const waitForOutput = async (needle) => {
+    await page.waitForFunction(
+      (n) => (document.querySelector("#terminal .xterm-rows")?.innerText ?? "").includes(n),
+      needle,
+    );
+  };
+  const waitForStatus = (state) => page.waitForSelector(`#status[data-state="${state}"]`);
+
+  step("log in through the OpenID provider");
+  await page.goto(consoleUrl);
+  await page.getByRole("button", { name: "Log in with your organisation" }).click();
+  // The development issuer (`fogshell-coordinator up`) has no login form: it sends the
+  // browser straight back. A real provider asks who you are.
+  const appShown = page.waitForSelector("#app-view:not([hidden])").then(() => "app");
+  const formShown = page.waitForSelector('input[name="login"]').then(() => "form");
+  appShown.catch(() => {});
+  formShown.catch(() => {});
+  if ((await Promise.race([appShown, formShown])) === "form") {
+    await page.fill('input[name="login"]', login);
+    await page.fill('input[name="password"]', password);
+    await page.click('button[type="submit"]');
+  }
+  await page.waitForSelector("#app-view:not([hidden])");
+  check((await page.textContent("#who")).includes(login), "the console does not say who is logged in");
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+  check(!stored.includes("eyJ"), `a token reached web storage: ${stored}`);
+
+  step("create a session with the keyboard only");
+  check(await page.evaluate(() => document.activeElement?.id === "profile"), "the profile picker is not focused");
+  await page.keyboard.press("Tab"); // lifetime
+  await page.keyboard.press("Tab"); // Create and attach
+  await page.keyboard.press("Enter");
+  await waitForStatus("running");
+  check((await page.textContent("#placement-node")).length > 0, "no placement shown");
+  check((await page.textContent("#placement-reasons")).includes("FOG_LOWEST_LATENCY"), "no reason codes shown");
+
+  step("type into the terminal and see it rendered");
+  await page.keyboard.type('export MARK="sa""me-shell"; echo "fogshell-""ok"\n');
+  await waitForOutput("fogshell-ok");
+  if (screenshot) await page.screenshot({ path: screenshot });
+
+  step("resize the window and see stty size follow");
+  const sizeAfter = async (width, height) => {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(300);
+    const marker = `size-${width}`;
+    await page.keyboard.type(`echo ${marker.replace("-", '-""')} $(stty size)\n`);
+    await waitForOutput(`${marker} `);
+    const line = (await terminalText()).split("\n").find((l) => l.startsWith(`${marker} `));
+    const [rows, cols] = line.slice(marker.length + 1).trim().split(/\s+/).map(Number);
+    const shownRows = await page.evaluate(() => document.querySelectorAll("#terminal .xterm-rows > div").length);
+    return { rows, cols, shownRows };
+  };
+  const wide = await sizeAfter(1280, 900);
+  const narrow = await sizeAfter(800, 700);
+  check(wide.rows === wide.shownRows, `stty says ${wide.rows} rows, the terminal shows ${wide.shownRows}`);
+  check(narrow.rows === narrow.shownRows, `stty says ${narrow.rows} rows, the terminal shows ${narrow.shownRows}`);
+  check(narrow.cols < wide.cols && narrow.rows < wide.rows, `stty did not follow: ${JSON.stringify({ wide, narrow })}`);
+
+  step("drop the WebSocket and see the reconnect keep the shell");
+  check(sockets.length === 1, `expected one terminal socket, saw ${sockets.length}`);
+  await sockets[0].close({ code: 1006, reason: "network lost" }).catch(() => sockets[0].close());
+  await page.waitForFunction(() => document.querySelector("#status")?.textContent.includes("reconnecting"));
+  await waitForStatus("running");
+  check(sockets.length === 2, "the console did not open a new socket");
+  await page.locator("#terminal").click();
+  await page.keyboard.type('echo "again $MARK"\n');
+  await waitForOutput("again same-shell");
+
+  step("leave the terminal with the keyboard");
+  await page.keyboard.press("Control+Shift+E");
+  check(await page.evaluate(() => document.activeElement?.id === "refresh"), "Ctrl+Shift+E did not leave the terminal");
+
+  step("terminate the session");
+  const row = page.locator("#sessions tbody tr").first();
+  await row.getByRole("button", { name: /Terminate/ }).click();
+  await page.waitForFunction(() => document.querySelectorAll("#sessions tbody tr").length === 0);
+  check((await page.textContent("#status")).includes("terminated"), "no word of the termination");
+
+  step("log out");
+  await page.getByRole("button", { name: "Log out" }).click();
+  // The provider may ask to confirm the logout.
+  await page.waitForURL((url) => url.href.startsWith(consoleUrl) || !url.href.startsWith(new URL(consoleUrl).origin));
+  if (!page.url().startsWith(consoleUrl)) {
+    await page.locator('button[type="submit"], button[autofocus]').first().click();
+  }
+  await page.waitForSelector("#login-view:not([hidden])");
+  step("all passed");
+} catch (error) {
+  failed = true;
+  console.error(`console test failed: ${error.stack ?? error}`);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,134 @@
+//! The browser console end to end: a real OpenID provider (`oidc-provider` from npm, with a
+//! test user, on loopback), a coordinator that trusts it, a node with containers, and
+//! Playwright driving Debian's headless Chromium through `console/test/console.test.mjs`:
+//! login with authorization code + PKCE, create, type, resize, drop the WebSocket, terminate,
+//! log out. The screenshot it takes of a live terminal is `docs/console.png`.
+//!
+//! Needs `npm ci` and `npm run build` in `console/` (scripts/test.sh does both before the
+//! coordinator is built, so the binary embeds the console) and Debian's `chromium`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use fogshell_e2e::stack::Stack;
+
+/// The audience the provider puts in access tokens (a resource indicator is a URI).
+const AUDIENCE: &str = "urn:fogshell";
+
+fn console_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../console")
+}
+
+/// The provider, stopped when dropped.
+struct Provider(Child);
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_provider(redirect: &str) -> (Provider, String) {
+    let dir = console_dir();
+    assert!(
+        dir.join("node_modules/oidc-provider").is_dir(),
+        "console/node_modules is missing: run `npm ci` in console/ (scripts/test.sh does)"
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("test/oidc-server.mjs"))
+        .args([
+            "--port",
+            "0",
+            "--audience",
+            AUDIENCE,
+            "--redirect-uri",
+            redirect,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node (scripts/install-deps.sh installs it)");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let issuer = lines
+        .find_map(|line| line.ok()?.strip_prefix("issuer ").map(str::to_owned))
+        .expect("the provider printed its issuer");
+    (Provider(child), issuer)
+}
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
+    let port = free_loopback_port();
+    let console_url = format!("http://127.0.0.1:{port}/console/");
+    let (_provider, issuer) = start_provider(&console_url);
+    let mut stack = Stack::coordinator_for_issuer(&issuer, AUDIENCE, &format!("127.0.0.1:{port}"));
+    stack.add_node("fog-a", "unattested", "eu-west");
+
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console.png");
+    let run = Command::new("node")
+        .arg(console_dir().join("test/console.test.mjs"))
+        .env("CONSOLE_URL", &console_url)
+        .env("OIDC_LOGIN", "alice:wonderland")
+        .env("SCREENSHOT", &screenshot)
+        .output()
+        .expect("node");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{output}\n{}", stack.logs());
+    assert!(output.contains("all passed"), "{output}");
+}
+
+/// The README's first command's stack, `fogshell-coordinator up`: the same console test
+/// through its development issuer (no login form), a local agent and real containers.
+#[test]
+fn the_console_works_on_the_all_in_one_stack() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (http, quic) = (free_loopback_port(), free_loopback_port());
+    let mut up = Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["up", "--http", &format!("127.0.0.1:{http}")])
+        .args(["--quic", &format!("127.0.0.1:{quic}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--image-layout")
+        .arg(fogshell_e2e::stack::default_layout())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fogshell-coordinator up");
+    let console_url = BufReader::new(up.stdout.take().expect("stdout"))
+        .lines()
+        .find_map(|line| Some(line.ok()?.trim().strip_prefix("console")?.trim().to_owned()))
+        .expect("up printed the console's address");
+    let run = Command::new("node")
+        .arg(console_dir().join("test/console.test.mjs"))
+        .env("CONSOLE_URL", &console_url)
+        .env("OIDC_LOGIN", "dev:")
+        .output()
+        .expect("node");
+    // Ctrl-C, as a user stops it: the stack stops its agent too.
+    let _ = Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status();
+    let _ = up.wait();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success() && output.contains("all passed"),
+        "{output}"
+    );
+}
