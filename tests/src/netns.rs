@@ -1,7 +1,10 @@
-//! A test host in its own network namespace, joined to this one by a veth pair:
-//! `198.18.0.1` here, `198.18.0.2` there (the range reserved for network testing). The link
-//! can be cut and restored; the namespace and the veth are removed when this is dropped, pass
-//! or fail.
+//! Test hosts in network namespaces, with addresses from 198.18.0.0/15 (the range reserved for
+//! network testing), removed when dropped, pass or fail:
+//!
+//! - [`TestNet`]: one host joined to this namespace by a veth pair, `198.18.0.1` here and
+//!   `198.18.0.2` there, whose link can be cut and restored;
+//! - [`Bridge`] and [`FogHost`]: a fog topology, a bridge at `198.18.1.1` here and any number
+//!   of hosts on it at `198.18.1.11`, `.12`, ….
 
 use std::process::Command;
 
@@ -92,6 +95,129 @@ impl Drop for TestNet {
         // Deleting the namespace deletes its veth end, and with it the pair.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         // Usually gone with the namespace already; then there is nothing to say.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The test bed's bridge address, on this side: nodes in [`FogHost`] namespaces reach the
+/// coordinator (or the relays in front of it) here.
+pub const BRIDGE_IP: &str = "198.18.1.1";
+
+/// A bridge in this namespace joining any number of [`FogHost`]s: a fog topology on one
+/// machine. Removed, with every host on it, when dropped.
+#[derive(Debug)]
+pub struct Bridge {
+    name: String,
+    tag: String,
+    hosts: std::sync::atomic::AtomicU8,
+}
+
+impl Bridge {
+    /// Makes the bridge, `198.18.1.1/24` (needs root).
+    pub fn create(tag: &str) -> Self {
+        let id = std::process::id() % 100_000;
+        let bridge = Self {
+            name: format!("fsb{id}"),
+            tag: format!("{tag}-{id}"),
+            hosts: std::sync::atomic::AtomicU8::new(0),
+        };
+        ip(&["link", "add", &bridge.name, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{BRIDGE_IP}/24"),
+            "dev",
+            &bridge.name,
+        ]);
+        ip(&["link", "set", &bridge.name, "up"]);
+        bridge
+    }
+
+    /// A new host on the bridge, in a namespace of its own, at `198.18.1.(10 + n)`.
+    pub fn add_host(&self) -> FogHost {
+        let n = self
+            .hosts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        assert!(n < 200, "too many hosts on one bridge");
+        let host = FogHost {
+            ns: format!("fs-{}-{n}", self.tag),
+            host_if: format!("{}h{n}", self.name),
+            ip: format!("198.18.1.{}", 10 + u16::from(n)),
+        };
+        let node_if = format!("{}n{n}", self.name);
+        ip(&["netns", "add", &host.ns]);
+        ip(&[
+            "link",
+            "add",
+            &host.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &node_if,
+        ]);
+        ip(&["link", "set", &host.host_if, "master", &self.name]);
+        ip(&["link", "set", &host.host_if, "up"]);
+        ip(&["link", "set", &node_if, "netns", &host.ns]);
+        ip(&[
+            "-n",
+            &host.ns,
+            "addr",
+            "add",
+            &format!("{}/24", host.ip),
+            "dev",
+            &node_if,
+        ]);
+        ip(&["-n", &host.ns, "link", "set", &node_if, "up"]);
+        ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+        host
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// One host of a [`Bridge`]: a network namespace with one veth into the bridge.
+#[derive(Debug)]
+pub struct FogHost {
+    /// The namespace's name.
+    pub ns: String,
+    host_if: String,
+    /// Its address.
+    pub ip: String,
+}
+
+impl FogHost {
+    /// The `nsenter` arguments that run a program in the host's network (see
+    /// [`TestNet::nsenter_args`]).
+    pub fn nsenter_args(&self) -> Vec<String> {
+        vec![format!("--net=/var/run/netns/{}", self.ns), "--".into()]
+    }
+
+    /// Cuts the host off the bridge.
+    pub fn cut(&self) {
+        ip(&["link", "set", &self.host_if, "down"]);
+    }
+
+    /// Joins it again.
+    pub fn restore(&self) {
+        ip(&["link", "set", &self.host_if, "up"]);
+    }
+}
+
+impl Drop for FogHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(std::process::Stdio::null())

@@ -56,6 +56,11 @@ async fn delayed_sender<F: std::future::Future<Output = ()>>(
 impl DelayRelay {
     /// Starts a relay on loopback to `upstream`, delaying each direction by `delay`.
     pub fn start(upstream: SocketAddr, delay: Duration) -> Self {
+        Self::start_at("127.0.0.1", upstream, delay)
+    }
+
+    /// Starts a relay listening on `bind_ip` (a free port) to `upstream`.
+    pub fn start_at(bind_ip: &str, upstream: SocketAddr, delay: Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -63,12 +68,12 @@ impl DelayRelay {
             .expect("a runtime for the relay");
         let cut = Arc::new(AtomicBool::new(false));
         // Made without blocking, so a relay can start inside a test's own runtime.
-        let bind = || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let bind = |ip: &str| {
+            let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind");
             socket.set_nonblocking(true).expect("non-blocking");
             socket
         };
-        let (downstream, upstream_socket) = (bind(), bind());
+        let (downstream, upstream_socket) = (bind(bind_ip), bind("127.0.0.1"));
         upstream_socket
             .connect(upstream)
             .expect("the coordinator's address");

@@ -51,6 +51,9 @@ pub struct NodeSpec<'a> {
     pub slots: u32,
     /// Delay each way on its link (through a [`crate::relay::DelayRelay`]).
     pub delay: Option<Duration>,
+    /// Runs in a network namespace of its own on the stack's bridge (a [`crate::netns::FogHost`]),
+    /// reaching the coordinator through a relay at [`crate::netns::BRIDGE_IP`].
+    pub netns: bool,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -63,6 +66,7 @@ impl<'a> NodeSpec<'a> {
             labels: &[],
             slots: 16,
             delay: None,
+            netns: false,
         }
     }
 }
@@ -84,6 +88,9 @@ pub struct Stack {
     others: Vec<(String, Child)>,
     /// The delay relays in front of some of them.
     relays: Vec<(String, crate::relay::DelayRelay)>,
+    /// The nodes in namespaces of their own, and the bridge joining them (made on first use).
+    fog_hosts: Vec<(String, crate::netns::FogHost)>,
+    bridge: Option<crate::netns::Bridge>,
     /// Another OpenID provider than [`Stack::issuer`]: its URL and the audience.
     external_oidc: Option<(String, String)>,
     extra: Vec<String>,
@@ -123,6 +130,8 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            fog_hosts: Vec::new(),
+            bridge: None,
             external_oidc: None,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             net: None,
@@ -143,6 +152,8 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            fog_hosts: Vec::new(),
+            bridge: None,
             external_oidc: Some((issuer.to_owned(), audience.to_owned())),
             extra: Vec::new(),
             net: None,
@@ -169,6 +180,8 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            fog_hosts: Vec::new(),
+            bridge: None,
             external_oidc: None,
             extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
             net: Some(crate::netns::TestNet::create("link")),
@@ -230,6 +243,7 @@ impl Stack {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--plain-http", "--name", "127.0.0.1"])
+            .args(["--name", crate::netns::BRIDGE_IP])
             .args(match &self.external_oidc {
                 Some((issuer, audience)) => [
                     "--oidc-issuer".to_owned(),
@@ -331,18 +345,32 @@ impl Stack {
         let node_id = spec.node_id;
         let dir = self.node_dir(node_id);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let coordinator = match spec.delay {
-            Some(delay) => {
+        if spec.netns {
+            assert!(is_root(), "network namespaces need root (CI runs as root)");
+            let bridge = self
+                .bridge
+                .get_or_insert_with(|| crate::netns::Bridge::create("bed"));
+            let host = bridge.add_host();
+            self.fog_hosts.push((node_id.to_owned(), host));
+        }
+        let coordinator = match (spec.delay, spec.netns) {
+            (None, false) => self.quic_for(false),
+            (delay, netns) => {
                 let upstream = self
                     .quic_for(false)
                     .parse()
                     .expect("the coordinator's address");
-                let relay = crate::relay::DelayRelay::start(upstream, delay);
+                let at = if netns {
+                    crate::netns::BRIDGE_IP
+                } else {
+                    "127.0.0.1"
+                };
+                let relay =
+                    crate::relay::DelayRelay::start_at(at, upstream, delay.unwrap_or_default());
                 let addr = relay.addr.to_string();
                 self.relays.push((node_id.to_owned(), relay));
                 addr
             }
-            None => self.quic_for(false),
         };
         let mut config = format!(
             "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
@@ -355,7 +383,8 @@ impl Stack {
         std::fs::write(&config_path, config).expect("agent config");
         let mut join = self.join_args(node_id, false);
         join[2] = coordinator;
-        let joined = Command::new(binary("fogshell-agent"))
+        let joined = self
+            .node_command(node_id)
             .args(join)
             .arg("--config")
             .arg(&config_path)
@@ -388,10 +417,32 @@ impl Stack {
         }
     }
 
+    /// `fogshell-agent` for a node made by [`Stack::add`], in its namespace if it has one.
+    fn node_command(&self, node_id: &str) -> Command {
+        match self.fog_hosts.iter().find(|(id, _)| id == node_id) {
+            Some((_, host)) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .args(host.nsenter_args())
+                    .arg(binary("fogshell-agent"));
+                command
+            }
+            None => Command::new(binary("fogshell-agent")),
+        }
+    }
+
+    /// The namespace host of a node added with `netns`.
+    pub fn fog_host(&self, node_id: &str) -> Option<&crate::netns::FogHost> {
+        self.fog_hosts
+            .iter()
+            .find(|(id, _)| id == node_id)
+            .map(|(_, host)| host)
+    }
+
     /// `fogshell-agent serve` for a node made by [`Stack::add`].
     fn spawn_node(&self, node_id: &str) -> Child {
         let dir = self.node_dir(node_id);
-        Command::new(binary("fogshell-agent"))
+        self.node_command(node_id)
             .args(["--log-format", "json", "serve"])
             .arg("--config")
             .arg(dir.join("agent.toml"))

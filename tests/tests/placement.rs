@@ -1,5 +1,6 @@
-//! Placement on a fog topology with real link latency. Three nodes, each behind a userspace
-//! relay that delays its QUIC datagrams each way (this kernel has no netem): fog-a 5 ms
+//! Placement on a fog topology with real link latency. Three nodes, each an agent in a network
+//! namespace of its own on one bridge (198.18.1.0/24), each link through a userspace relay
+//! that delays its QUIC datagrams each way (this kernel has no netem): fog-a 5 ms
 //! (jurisdiction `us`, one slot), fog-b 40 ms (`eu`), cloud-1 80 ms (tier `cloud`, `eu`). The
 //! coordinator learns the delays only from its own QUIC RTT estimates, and places by them.
 
@@ -79,11 +80,13 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
         labels: &[("jurisdiction", "us")],
         slots: 1,
         delay: Some(ms(5)),
+        netns: true,
         ..NodeSpec::new("fog-a")
     });
     stack.add(&NodeSpec {
         labels: &[("jurisdiction", "eu")],
         delay: Some(ms(40)),
+        netns: true,
         ..NodeSpec::new("fog-b")
     });
     stack.add(&NodeSpec {
@@ -91,6 +94,7 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
         region: "eu-central",
         labels: &[("jurisdiction", "eu")],
         delay: Some(ms(80)),
+        netns: true,
         ..NodeSpec::new("cloud-1")
     });
     let api = Api::new(&stack.api).await;
