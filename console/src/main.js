@@ -230,6 +230,9 @@ class TerminalView {
     new ResizeObserver(() => this.fit.fit()).observe(element);
     this.sessionId = null;
     this.ws = null;
+    // Where the next output byte sits in the shell's output (from `running` frames), so a
+    // reconnect asks for exactly what it missed.
+    this.offset = null;
   }
 
   // Ctrl+Shift+C copies, Ctrl+Shift+V pastes, Ctrl+Shift+E leaves the terminal.
@@ -259,6 +262,7 @@ class TerminalView {
     this.sessionId = sessionId;
     this.finished = false;
     this.retries = 0;
+    this.offset = null;
     $("terminal-section").hidden = false;
     $("terminal-session").textContent = sessionId;
     this.term.reset();
@@ -273,9 +277,12 @@ class TerminalView {
     url.searchParams.set("token", attach.token);
     url.searchParams.set("cols", String(this.term.cols));
     url.searchParams.set("rows", String(this.term.rows));
+    const resumeAt = reconnecting ? this.offset : null;
+    if (resumeAt !== null) url.searchParams.set("from_offset", String(resumeAt));
     const ws = new WebSocket(url);
     this.ws = ws;
-    let fresh = reconnecting;
+    // Without an offset to resume from, the node replays its buffer: start from a clean screen.
+    let fresh = reconnecting && resumeAt === null;
     ws.onmessage = (event) => {
       let frame;
       try {
@@ -284,9 +291,12 @@ class TerminalView {
         return;
       }
       switch (frame.type) {
-        case "stdout":
-          this.term.write(base64ToBytes(frame.data_b64));
+        case "stdout": {
+          const bytes = base64ToBytes(frame.data_b64);
+          this.term.write(bytes);
+          if (this.offset !== null) this.offset += bytes.length;
           break;
+        }
         case "status":
           // A reconnect replays the node's buffer from the start: begin from a clean screen.
           if (fresh && frame.state === "running") {
@@ -294,6 +304,7 @@ class TerminalView {
             fresh = false;
           }
           this.retries = 0;
+          if (typeof frame.offset === "number") this.offset = frame.offset;
           showPlacement(frame.placement);
           setStatus(frame.state, statusText(frame));
           if (frame.state === "failed") this.finished = true;

@@ -607,6 +607,7 @@ impl ControlPlane {
         session_id: SessionId,
         token: &str,
         size: TermSize,
+        from_offset: u64,
     ) -> Result<(SessionRecord, Terminal), ApiError> {
         if let Err(refused) = self.attach.verify(token, session_id, now()) {
             return Err(self.deny(
@@ -618,7 +619,7 @@ impl ControlPlane {
                 Some(session_id.to_string()),
             ));
         }
-        self.connect_terminal(session_id, size, 0).await
+        self.connect_terminal(session_id, size, from_offset).await
     }
 
     /// Opens a terminal on the node the session runs on now, output from `from_offset`: for

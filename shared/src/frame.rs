@@ -174,6 +174,11 @@ pub enum ServerFrame {
         placement: Option<Placement>,
         /// Why, in words (`node fog-a lost`), when there is a reason to give.
         reason: Option<String>,
+        /// On `running` and `resumed`: the offset, in the shell's output since it started, of
+        /// the next `stdout` byte. A viewer that counts from here can reconnect with
+        /// `from_offset` and miss nothing, repeat nothing. (An addition to the seed's frame,
+        /// left out when there is no offset to give.)
+        offset: Option<u64>,
     },
     /// The gateway refused something the client sent, or cannot go on.
     Error {
@@ -377,6 +382,8 @@ struct StatusOut<'a> {
     state: StreamState,
     placement: Option<&'a Placement>,
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -421,11 +428,13 @@ impl ServerFrame {
                 state,
                 placement,
                 reason,
+                offset,
             } => to_json(&StatusOut {
                 frame_type: "status",
                 state: *state,
                 placement: placement.as_ref(),
                 reason: reason.as_deref(),
+                offset: *offset,
             }),
             Self::Error { code, message } => to_json(&ErrorOut {
                 frame_type: "error",
@@ -471,10 +480,24 @@ impl ServerFrame {
                         })?),
                     };
                 let reason = optional_string(&object, "reason")?;
+                let offset = match object.get("offset") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Number(n)) => Some(n.as_u64().ok_or(FrameError::InvalidField {
+                        field: "offset",
+                        expected: "a non-negative integer",
+                    })?),
+                    Some(_) => {
+                        return Err(FrameError::InvalidField {
+                            field: "offset",
+                            expected: "a non-negative integer",
+                        });
+                    }
+                };
                 Ok(Self::Status {
                     state,
                     placement,
                     reason,
+                    offset,
                 })
             }
             "error" => {
@@ -534,11 +557,23 @@ mod tests {
             state: StreamState::Interrupted,
             placement: None,
             reason: Some("node fog-a lost".into()),
+            offset: None,
         };
         assert_eq!(
             status.encode(),
             r#"{"type":"status","state":"interrupted","placement":null,"reason":"node fog-a lost"}"#
         );
+        let running = ServerFrame::Status {
+            state: StreamState::Running,
+            placement: None,
+            reason: None,
+            offset: Some(4096),
+        };
+        assert_eq!(
+            running.encode(),
+            r#"{"type":"status","state":"running","placement":null,"reason":null,"offset":4096}"#
+        );
+        assert_eq!(ServerFrame::decode(&running.encode()).unwrap(), running);
         let error = ServerFrame::Error {
             code: ErrorCode::InvalidRequest,
             message: "bad frame".into(),

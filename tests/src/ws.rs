@@ -34,8 +34,22 @@ pub struct Refused {
 impl Viewer {
     /// Connects to `ws_url` with `token` (and `cols`×`rows`).
     pub async fn connect(ws_url: &str, token: &str, cols: u16, rows: u16) -> Result<Self, Refused> {
+        Self::connect_url(format!("{ws_url}?token={token}&cols={cols}&rows={rows}")).await
+    }
+
+    /// Attaches with `attach` (an attach answer), the output resumed at `from_offset`.
+    pub async fn attach_from(attach: &Value, from_offset: u64) -> Self {
+        let url = attach["ws_url"].as_str().expect("ws_url");
+        let token = attach["token"].as_str().expect("token");
+        Self::connect_url(format!(
+            "{url}?token={token}&cols=80&rows=24&from_offset={from_offset}"
+        ))
+        .await
+        .unwrap_or_else(|refused| panic!("attach refused: {} {}", refused.status, refused.body))
+    }
+
+    async fn connect_url(url: String) -> Result<Self, Refused> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let url = format!("{ws_url}?token={token}&cols={cols}&rows={rows}");
         let request = url.as_str().into_client_request().expect("a ws URL");
         let authority = request.uri().authority().expect("host:port").to_string();
         let tcp = TcpStream::connect(&authority)

@@ -150,19 +150,9 @@ async fn a_link_flap_loses_no_output() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     relay.restore();
     viewer.expect_output("finished", WAIT).await;
-    let output = String::from_utf8_lossy(&viewer.output).into_owned();
-    let numbers: Vec<u32> = output
-        .split("line-")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .collect();
-    let expected: Vec<u32> = (1..=400).collect();
     assert_eq!(
-        numbers,
-        expected,
+        numbered_lines(&viewer.output),
+        (1..=400).collect::<Vec<u32>>(),
         "output lost or repeated across the flap; status frames: {:?}",
         viewer
             .frames
@@ -170,4 +160,62 @@ async fn a_link_flap_loses_no_output() {
             .filter(|f| f["type"] == "status")
             .collect::<Vec<_>>()
     );
+}
+
+/// The numbers of the `line-N` lines in `output`, in order.
+fn numbered_lines(output: &[u8]) -> Vec<u32> {
+    String::from_utf8_lossy(output)
+        .split("line-")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// A viewer that drops mid-output and comes back with `from_offset` — the `running` frame's
+/// offset plus the bytes it received — gets exactly what it missed: every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_resumes_at_its_offset() {
+    let mut stack = Stack::coordinator_only(&[]);
+    stack.add_node("fog-a", "unattested", "eu-west");
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 3600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["session_id"].as_str().unwrap().to_owned();
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    let running = viewer.expect_status("running", WAIT).await;
+    let start = running["offset"]
+        .as_u64()
+        .expect("a running frame carries the offset");
+    viewer
+        .type_bytes(
+            b"for i in $(seq 1 300); do echo line-$i; sleep 0.01; done; echo fin\"\"ished\n",
+        )
+        .await;
+    viewer.expect_output("line-40\r\n", WAIT).await;
+    // Gone mid-flood, as a browser tab on a train would be.
+    let received = viewer.output.clone();
+    drop(viewer);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let again = api
+        .call(
+            "POST",
+            &format!("/v1/sessions/{id}/attach"),
+            "/v1/sessions/{id}/attach",
+            Some(&alice),
+            None,
+        )
+        .await;
+    let resume_at = start + received.len() as u64;
+    let mut viewer = Viewer::attach_from(&again.body, resume_at).await;
+    let running = viewer.expect_status("running", WAIT).await;
+    assert_eq!(running["offset"].as_u64(), Some(resume_at), "{running}");
+    viewer.expect_output("finished", WAIT).await;
+    let mut whole = received;
+    whole.extend_from_slice(&viewer.output);
+    assert_eq!(numbered_lines(&whole), (1..=300).collect::<Vec<u32>>());
 }

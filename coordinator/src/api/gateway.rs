@@ -58,6 +58,8 @@ pub(super) struct PtyQuery {
     token: String,
     cols: Option<u16>,
     rows: Option<u16>,
+    /// Resume the output here (a `running` frame's `offset` plus what arrived since).
+    from_offset: Option<u64>,
 }
 
 impl std::fmt::Debug for PtyQuery {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for PtyQuery {
             .field("token", &"<redacted>")
             .field("cols", &self.cols)
             .field("rows", &self.rows)
+            .field("from_offset", &self.from_offset)
             .finish()
     }
 }
@@ -93,11 +96,12 @@ pub(super) async fn attach(
             TermSize::new(query.cols.unwrap_or(80), query.rows.unwrap_or(24)).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidRequest, "cols and rows must be 1 to 1000")
             })?;
+        let from_offset = query.from_offset.unwrap_or(0);
         // Subscribed before the terminal opens, so no change falls between the two.
         let changes = state.control.subscribe();
         let (session, terminal) = state
             .control
-            .open_terminal(session_id, &query.token, size)
+            .open_terminal(session_id, &query.token, size, from_offset)
             .await?;
         let control = Arc::clone(&state.control);
         Ok::<_, ApiError>(
@@ -113,6 +117,7 @@ pub(super) async fn attach(
                             changes,
                             session,
                             size,
+                            from_offset,
                         },
                         terminal,
                     )
@@ -140,6 +145,8 @@ struct Attached {
     changes: broadcast::Receiver<SessionChange>,
     session: SessionRecord,
     size: TermSize,
+    /// Where in the output the viewer asked to start.
+    from_offset: u64,
 }
 
 fn status(state: StreamState, placement: Option<&Placement>, reason: Option<String>) -> Message {
@@ -147,7 +154,27 @@ fn status(state: StreamState, placement: Option<&Placement>, reason: Option<Stri
         state,
         placement: placement.cloned(),
         reason,
+        offset: None,
     })
+}
+
+/// The `running` or `resumed` frame a new terminal is announced with, sent once the node said
+/// where its output starts, so it carries that offset.
+struct Announcement {
+    state: StreamState,
+    placement: Placement,
+    reason: Option<String>,
+}
+
+impl Announcement {
+    fn frame(self, offset: Option<u64>) -> Message {
+        text(&ServerFrame::Status {
+            state: self.state,
+            placement: Some(self.placement),
+            reason: self.reason,
+            offset,
+        })
+    }
 }
 
 /// How a terminal's output ended.
@@ -168,6 +195,7 @@ async fn pump(
     output: &mpsc::Sender<Message>,
     node: &fogshell_shared::NodeId,
     offset: &mut u64,
+    announce: &mut Option<Announcement>,
 ) -> Ended {
     let mut waiting: Option<PtyMessage> = None;
     loop {
@@ -177,6 +205,12 @@ async fn pump(
         };
         match message {
             Ok(Some(PtyMessage::Data(mut bytes))) => {
+                // A node that never said where its output starts: announce without an offset.
+                if let Some(announcement) = announce.take()
+                    && output.send(announcement.frame(None)).await.is_err()
+                {
+                    return Ended::ViewerGone;
+                }
                 // What has already arrived joins this frame (up to the frame cap); the first
                 // byte of a burst is never held back for more.
                 while bytes.len() < MAX_PAYLOAD_BYTES {
@@ -205,6 +239,14 @@ async fn pump(
                     );
                 }
                 *offset = from_offset;
+                if let Some(announcement) = announce.take()
+                    && output
+                        .send(announcement.frame(Some(from_offset)))
+                        .await
+                        .is_err()
+                {
+                    return Ended::ViewerGone;
+                }
             }
             Ok(Some(PtyMessage::Exit { code })) => return Ended::Exit(code),
             Ok(Some(PtyMessage::Resize(_))) => {}
@@ -240,8 +282,8 @@ async fn moved_away(
 
 /// What the viewer is told while it has no terminal, and what it gets at the end of it.
 enum Rebound {
-    /// A terminal again, with the session as it now stands.
-    Terminal(Box<(SessionRecord, Terminal)>),
+    /// A terminal again, with the session as it now stands, and how to announce it.
+    Terminal(Box<(SessionRecord, Terminal, Announcement)>),
     /// The session ended; the viewer has been told and its socket closed.
     Over,
 }
@@ -320,11 +362,12 @@ async fn rebind(
                         } else {
                             StreamState::Resumed
                         };
-                        let frame = status(state, Some(&session.placement), reason);
-                        if output.send(frame).await.is_err() {
-                            return Rebound::Over;
-                        }
-                        return Rebound::Terminal(Box::new((session, terminal)));
+                        let announcement = Announcement {
+                            state,
+                            placement: session.placement.clone(),
+                            reason,
+                        };
+                        return Rebound::Terminal(Box::new((session, terminal, announcement)));
                     }
                     Err(error) => {
                         tracing::debug!(%error, "the terminal cannot be opened yet");
@@ -372,16 +415,17 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
         let (input, size) = (&input, &size);
         let output_queue = queue.clone();
         let upward = async move {
-            let running = status(StreamState::Running, Some(&attached.session.placement), None);
-            if output_queue.send(running).await.is_err() {
-                return;
-            }
+            let mut announce = Some(Announcement {
+                state: StreamState::Running,
+                placement: attached.session.placement.clone(),
+                reason: None,
+            });
             let mut recv = recv;
-            let mut offset = 0u64;
+            let mut offset = attached.from_offset;
             loop {
                 let node = attached.session.node_id().clone();
                 let ended = tokio::select! {
-                    ended = pump(&mut recv, &output_queue, &node, &mut offset) => Ok(ended),
+                    ended = pump(&mut recv, &output_queue, &node, &mut offset, &mut announce) => Ok(ended),
                     change = moved_away(&mut attached.changes, attached.session.session_id, &node) => Err(change),
                 };
                 *input.lock().await = None;
@@ -418,7 +462,8 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
                 match rebind(&mut attached, &output_queue, size, first, offset).await {
                     Rebound::Over => return,
                     Rebound::Terminal(bound) => {
-                        let (session, terminal) = *bound;
+                        let (session, terminal, announcement) = *bound;
+                        announce = Some(announcement);
                         if *session.node_id() != node {
                             offset = 0;
                         }
