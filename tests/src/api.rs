@@ -126,6 +126,13 @@ impl Api {
         .await
     }
 
+    /// `POST /v1/sessions/{id}/attach`: a fresh attach answer for a running session.
+    pub async fn reattach(&self, token: &str, id: &str) -> Answer {
+        let path = format!("/v1/sessions/{id}/attach");
+        self.call("POST", &path, "/v1/sessions/{id}/attach", Some(token), None)
+            .await
+    }
+
     /// A session's `status`.
     pub async fn session_status(&self, token: &str, id: &str) -> Value {
         let path = format!("/v1/sessions/{id}");

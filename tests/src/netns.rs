@@ -19,6 +19,8 @@ pub struct TestNet {
     /// The namespace's name.
     pub ns: String,
     host_if: String,
+    /// The host's address.
+    pub ip: String,
 }
 
 fn ip(args: &[&str]) {
@@ -34,6 +36,22 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// `nsenter` arguments that run a program in namespace `ns`'s network and nothing else. (`ip
+/// netns exec` also mounts a fresh /sys, which hides the cgroup file systems the container
+/// runtime needs.)
+fn nsenter_into(ns: &str) -> Vec<String> {
+    vec![format!("--net=/var/run/netns/{ns}"), "--".into()]
+}
+
+/// Removes a namespace and the veth end left on this side (usually gone with it already).
+fn remove(ns: &str, host_if: &str) {
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", host_if])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 impl TestNet {
     /// Makes the namespace and the link (needs root). Names carry this process's id, so
     /// concurrent tests do not collide; only one test at a time may use the addresses.
@@ -42,6 +60,7 @@ impl TestNet {
         let net = Self {
             ns: format!("fs-{tag}-{id}"),
             host_if: format!("fsh{}", id % 100_000),
+            ip: NODE_IP.into(),
         };
         let node_if = format!("fsn{}", id % 100_000);
         ip(&["netns", "add", &net.ns]);
@@ -72,14 +91,12 @@ impl TestNet {
         net
     }
 
-    /// The `nsenter` arguments that run a program in the namespace's network and nothing
-    /// else. (`ip netns exec` also mounts a fresh /sys, which hides the cgroup file systems
-    /// the container runtime needs.)
+    /// The `nsenter` arguments that run a program in the namespace's network.
     pub fn nsenter_args(&self) -> Vec<String> {
-        vec![format!("--net=/var/run/netns/{}", self.ns), "--".into()]
+        nsenter_into(&self.ns)
     }
 
-    /// Cuts the link: packets stop both ways.
+    /// Cuts the link (off this namespace or off the bridge): packets stop both ways.
     pub fn cut(&self) {
         ip(&["link", "set", &self.host_if, "down"]);
     }
@@ -92,13 +109,7 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its veth end, and with it the pair.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        // Usually gone with the namespace already; then there is nothing to say.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .stderr(std::process::Stdio::null())
-            .status();
+        remove(&self.ns, &self.host_if);
     }
 }
 
@@ -187,40 +198,5 @@ impl Drop for Bridge {
     }
 }
 
-/// One host of a [`Bridge`]: a network namespace with one veth into the bridge.
-#[derive(Debug)]
-pub struct FogHost {
-    /// The namespace's name.
-    pub ns: String,
-    host_if: String,
-    /// Its address.
-    pub ip: String,
-}
-
-impl FogHost {
-    /// The `nsenter` arguments that run a program in the host's network (see
-    /// [`TestNet::nsenter_args`]).
-    pub fn nsenter_args(&self) -> Vec<String> {
-        vec![format!("--net=/var/run/netns/{}", self.ns), "--".into()]
-    }
-
-    /// Cuts the host off the bridge.
-    pub fn cut(&self) {
-        ip(&["link", "set", &self.host_if, "down"]);
-    }
-
-    /// Joins it again.
-    pub fn restore(&self) {
-        ip(&["link", "set", &self.host_if, "up"]);
-    }
-}
-
-impl Drop for FogHost {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
+/// A host of a [`Bridge`]: the same as a [`TestNet`], its veth on the bridge.
+pub type FogHost = TestNet;

@@ -119,23 +119,34 @@ impl Stack {
         self.dir.path().join(node_id)
     }
 
-    /// Starts the issuer and a coordinator (no agent yet); `extra` goes on `serve`'s line.
-    pub fn coordinator_only(extra: &[&str]) -> Self {
-        let mut stack = Self {
+    /// A stack with nothing started yet but its issuer.
+    fn unstarted(
+        quic: &str,
+        extra: Vec<String>,
+        net: Option<crate::netns::TestNet>,
+        external_oidc: Option<(String, String)>,
+    ) -> Self {
+        Self {
             dir: tempfile::tempdir().expect("temp dir"),
             issuer: Issuer::start(),
             api: String::new(),
-            quic: "127.0.0.1:0".into(),
+            quic: quic.into(),
             coordinator: None,
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
             fog_hosts: Vec::new(),
             bridge: None,
-            external_oidc: None,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            net: None,
-        };
+            external_oidc,
+            extra,
+            net,
+        }
+    }
+
+    /// Starts the issuer and a coordinator (no agent yet); `extra` goes on `serve`'s line.
+    pub fn coordinator_only(extra: &[&str]) -> Self {
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut stack = Self::unstarted("127.0.0.1:0", extra, None, None);
         stack.start_coordinator("127.0.0.1:0");
         stack
     }
@@ -143,21 +154,8 @@ impl Stack {
     /// A coordinator on `http` (`127.0.0.1:PORT`) that trusts the OpenID provider at
     /// `issuer` for tokens with `audience`, and no node yet.
     pub fn coordinator_for_issuer(issuer: &str, audience: &str, http: &str) -> Self {
-        let mut stack = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-            issuer: Issuer::start(),
-            api: String::new(),
-            quic: "127.0.0.1:0".into(),
-            coordinator: None,
-            agent: None,
-            others: Vec::new(),
-            relays: Vec::new(),
-            fog_hosts: Vec::new(),
-            bridge: None,
-            external_oidc: Some((issuer.to_owned(), audience.to_owned())),
-            extra: Vec::new(),
-            net: None,
-        };
+        let oidc = Some((issuer.to_owned(), audience.to_owned()));
+        let mut stack = Self::unstarted("127.0.0.1:0", Vec::new(), None, oidc);
         stack.start_coordinator(http);
         stack
     }
@@ -169,23 +167,14 @@ impl Stack {
             is_root(),
             "network namespaces and containers need root (CI runs as root)"
         );
-        let mut stack = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-            issuer: Issuer::start(),
-            api: String::new(),
-            // Every address, so nodes on the host's own network reach it while fog-a's link is
-            // cut.
-            quic: "0.0.0.0:0".into(),
-            coordinator: None,
-            agent: None,
-            others: Vec::new(),
-            relays: Vec::new(),
-            fog_hosts: Vec::new(),
-            bridge: None,
-            external_oidc: None,
-            extra: vec!["--name".into(), crate::netns::HOST_IP.into()],
-            net: Some(crate::netns::TestNet::create("link")),
-        };
+        let mut stack = Self::unstarted(
+            // Every address, so nodes on the host's own network reach it while fog-a's link
+            // is cut.
+            "0.0.0.0:0",
+            vec!["--name".into(), crate::netns::HOST_IP.into()],
+            Some(crate::netns::TestNet::create("link")),
+            None,
+        );
         stack.start_coordinator("127.0.0.1:0");
         stack.join_agent();
         stack.start_agent();

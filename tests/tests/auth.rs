@@ -209,15 +209,7 @@ async fn every_token_attack_is_refused_and_recorded() {
     );
     // A fresh token for a live session (reconnects) works, and only for that session.
     let id = first.body["session_id"].as_str().unwrap();
-    let renewed = api
-        .call(
-            "POST",
-            &format!("/v1/sessions/{id}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let renewed = api.reattach(&alice, id).await;
     assert_eq!(renewed.status, 200);
     let mut viewer = Viewer::attach(&renewed.body).await;
     viewer.expect_frame("status", Duration::from_secs(20)).await;
@@ -236,15 +228,7 @@ async fn every_token_attack_is_refused_and_recorded() {
             "{method}"
         );
     }
-    let answer = api
-        .call(
-            "POST",
-            &format!("{path}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&bob),
-            None,
-        )
-        .await;
+    let answer = api.reattach(&bob, id).await;
     assert_eq!(answer.status, 404);
     let listed = api.get(&bob, "/v1/sessions", "/v1/sessions").await;
     assert_eq!(listed.body["items"], json!([]));

@@ -61,15 +61,7 @@ async fn a_live_shell_survives_a_coordinator_killed_mid_session() {
     .await
     .expect_err("a token from before the restart");
     assert_eq!(stale.status, 401);
-    let renewed = api
-        .call(
-            "POST",
-            &format!("/v1/sessions/{id}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let renewed = api.reattach(&alice, &id).await;
     assert_eq!(renewed.status, 200, "{}", renewed.body);
     let mut viewer = Viewer::attach(&renewed.body).await;
     // What scrolled by before is replayed, and the shell still has its state.

@@ -201,15 +201,7 @@ async fn a_viewer_resumes_at_its_offset() {
     drop(viewer);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let again = api
-        .call(
-            "POST",
-            &format!("/v1/sessions/{id}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let again = api.reattach(&alice, &id).await;
     let resume_at = start + received.len() as u64;
     let mut viewer = Viewer::attach_from(&again.body, resume_at).await;
     let running = viewer.expect_status("running", WAIT).await;

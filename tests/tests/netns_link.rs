@@ -21,7 +21,6 @@ async fn a_cut_link_disconnects_then_loses_the_node_and_the_shell_survives() {
     let created = api.create_session(&alice, 3600).await;
     assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
     let id = created.body["session_id"].as_str().unwrap().to_owned();
-    let path = format!("/v1/sessions/{id}");
     let mut viewer = Viewer::attach(&created.body["attach"]).await;
     viewer
         .type_bytes(b"export KEPT=\"thr\"\"ough\"; echo \"rea\"\"dy\"\n")
@@ -71,15 +70,7 @@ async fn a_cut_link_disconnects_then_loses_the_node_and_the_shell_survives() {
     viewer.output.clear();
     viewer.type_bytes(b"echo \"again $KEPT\"\n").await;
     viewer.expect_output("again through", WAIT).await;
-    let renewed = api
-        .call(
-            "POST",
-            &format!("{path}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let renewed = api.reattach(&alice, &id).await;
     let mut viewer = Viewer::attach(&renewed.body).await;
     viewer.type_bytes(b"echo \"$KEPT\"\n").await;
     viewer.expect_output("through", WAIT).await;

@@ -90,15 +90,7 @@ async fn node_certificates_renew_without_dropping_sessions() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     api.wait_for_status(&alice, &id, "running", WAIT).await;
-    let again = api
-        .call(
-            "POST",
-            &format!("/v1/sessions/{id}/attach"),
-            "/v1/sessions/{id}/attach",
-            Some(&alice),
-            None,
-        )
-        .await;
+    let again = api.reattach(&alice, &id).await;
     let mut viewer = Viewer::attach(&again.body).await;
     viewer.type_bytes(b"echo \"back $KEPT\"\n").await;
     viewer.expect_output("back renewed", WAIT).await;
