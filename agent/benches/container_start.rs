@@ -12,8 +12,10 @@
 //! - `echo`: create → start → first output byte of `echo hi`, and on to exit → delete;
 //! - `prompt` (fogshell only): session start to the first bytes of the shell's prompt.
 //!
-//! fogshell gives every container a PTY (the peers run without a terminal, which is cheaper),
-//! and goes through its shim, a process of its own, as crun and runc are.
+//! fogshell gives every container a PTY and goes through its shim, a process of its own, as
+//! crun and runc are. crun runs twice: without a terminal (cheaper), and with one handed over
+//! a console socket and read from its master, as fogshell's shim does (`crun + pty`, the like
+//! for like); runc without.
 #![allow(unsafe_code)] // one pre_exec hook, below, to put crun in its mount namespace
 
 use std::os::fd::AsRawFd;
@@ -113,12 +115,16 @@ fn main() {
         let (_, first, _) = tokio.block_on(fogshell_once(&fogshell, request(None), Some("$ ")));
         keep("fogshell", "prompt", first.unwrap());
         // peers, on the same image and limits
-        for runtime in ["crun", "runc"] {
-            let (total, _) = peers.run(runtime, &["/bin/true"], round);
-            keep(runtime, "true", total);
-            let (total, first) = peers.run(runtime, &["/bin/echo", "hi"], round);
-            keep(runtime, "echo: first byte", first.unwrap());
-            keep(runtime, "echo: exit+delete", total);
+        for (system, runtime, terminal) in [
+            ("crun", "crun", false),
+            ("crun + pty", "crun", true),
+            ("runc", "runc", false),
+        ] {
+            let (total, _) = peers.run(runtime, &["/bin/true"], round, terminal);
+            keep(system, "true", total);
+            let (total, first) = peers.run(runtime, &["/bin/echo", "hi"], round, terminal);
+            keep(system, "echo: first byte", first.unwrap());
+            keep(system, "echo: exit+delete", total);
         }
     }
 
@@ -292,9 +298,17 @@ impl Drop for Peers {
 }
 
 impl Peers {
-    /// `<runtime> run` of `args`; returns (total, first output byte).
-    fn run(&self, runtime: &str, args: &[&str], round: usize) -> (Duration, Option<Duration>) {
-        let id = format!("bench-{runtime}-{round}-{}", args.len());
+    /// `<runtime> run` of `args`; returns (total, first output byte). With `terminal`, the
+    /// container gets a PTY as fogshell's do: its master comes over a console socket and the
+    /// output is read from it.
+    fn run(
+        &self,
+        runtime: &str,
+        args: &[&str],
+        round: usize,
+        terminal: bool,
+    ) -> (Duration, Option<Duration>) {
+        let id = format!("bench-{runtime}-{round}-{}-{terminal}", args.len());
         let bundle = self.dir.join(&id);
         std::fs::create_dir_all(&bundle).unwrap();
         let run = fogshell_agent::image::RunConfig {
@@ -317,7 +331,7 @@ impl Peers {
             })
             .unwrap();
         let mut value = serde_json::to_value(&spec).unwrap();
-        value["process"]["terminal"] = false.into();
+        value["process"]["terminal"] = terminal.into();
         value["process"]["args"] = args.into();
         std::fs::write(bundle.join("config.json"), value.to_string()).unwrap();
 
@@ -325,7 +339,14 @@ impl Peers {
         command
             .arg("--root")
             .arg(self.dir.join(format!("{runtime}-state")))
-            .args(["run", "--bundle"])
+            .arg("run");
+        let console = bundle.join("console.sock");
+        let listener = terminal.then(|| std::os::unix::net::UnixListener::bind(&console).unwrap());
+        if terminal {
+            command.arg("--console-socket").arg(&console);
+        }
+        command
+            .arg("--bundle")
             .arg(&bundle)
             .arg(&id)
             .stdin(Stdio::null())
@@ -347,6 +368,22 @@ impl Peers {
         }
         let t0 = Instant::now();
         let mut child = command.spawn().unwrap();
+        let pty_reader = listener.map(|listener| {
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut master = fogshell_agent::shim::child::receive_terminal(&listener).unwrap();
+                let mut buf = [0u8; 64];
+                let mut first = None;
+                // EIO once the container's side closes.
+                while let Ok(n) = master.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    first.get_or_insert_with(|| t0.elapsed());
+                }
+                first
+            })
+        });
         let mut stdout = child.stdout.take().unwrap();
         let mut first = None;
         let mut buf = [0u8; 64];
@@ -361,6 +398,9 @@ impl Peers {
         }
         let status = child.wait().unwrap();
         let total = t0.elapsed();
+        if let Some(reader) = pty_reader {
+            first = reader.join().unwrap();
+        }
         assert!(status.success(), "{runtime} run failed");
         let _ = std::fs::remove_dir_all(&bundle);
         (total, first)

@@ -258,7 +258,7 @@ mod container {
             .with_detach(true)
             .build()
             .map_err(to_io("creating the container"))?;
-        let master = receive_master(&listener);
+        let master = super::receive_terminal(&listener);
         let _ = std::fs::remove_file(&console);
         let master = match master {
             Ok(master) => master,
@@ -275,31 +275,35 @@ mod container {
         }
         Ok((container, master))
     }
+}
 
-    fn receive_master(listener: &UnixListener) -> std::io::Result<std::fs::File> {
-        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
-        use std::io::IoSliceMut;
-        use std::mem::MaybeUninit;
+/// Accepts one connection on a console socket and takes the terminal's master end the runtime
+/// sends over it (`SCM_RIGHTS`), as runc and crun hand it over.
+pub fn receive_terminal(
+    listener: &std::os::unix::net::UnixListener,
+) -> std::io::Result<std::fs::File> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    use std::io::IoSliceMut;
+    use std::mem::MaybeUninit;
 
-        let (conn, _) = listener.accept()?;
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut ancillary = RecvAncillaryBuffer::new(&mut space);
-        let mut buf = [0u8; 256];
-        recvmsg(
-            &conn,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut ancillary,
-            RecvFlags::empty(),
-        )?;
-        for message in ancillary.drain() {
-            if let RecvAncillaryMessage::ScmRights(mut fds) = message
-                && let Some(fd) = fds.next()
-            {
-                return Ok(std::fs::File::from(fd));
-            }
+    let (conn, _) = listener.accept()?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let mut buf = [0u8; 256];
+    recvmsg(
+        &conn,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut ancillary,
+        RecvFlags::empty(),
+    )?;
+    for message in ancillary.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(std::fs::File::from(fd));
         }
-        Err(std::io::Error::other("the runtime sent no terminal"))
     }
+    Err(std::io::Error::other("the runtime sent no terminal"))
 }
 
 /// Kills and removes what a dead shim's shell left: the container (libcontainer finds its
