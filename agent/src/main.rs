@@ -40,12 +40,15 @@ enum Command {
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
     Shim {
-        /// The session's directory.
+        /// The session's directory (with --standby: the sessions directory it will be in).
         #[arg(long)]
         dir: PathBuf,
         /// Instead of running a session, clean up after one whose shim died.
         #[arg(long)]
         delete: bool,
+        /// Start now, run a session later: wait for its directory's path on stdin.
+        #[arg(long, conflicts_with = "delete")]
+        standby: bool,
     },
 }
 
@@ -133,9 +136,15 @@ fn main() -> ExitCode {
             fogshell_telemetry::print_build_info(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
         }
         // The shim must stay single-threaded until its shell runs: no tokio here.
-        Command::Shim { dir, delete } => {
+        Command::Shim {
+            dir,
+            delete,
+            standby,
+        } => {
             let result = if delete {
                 fogshell_agent::shim::delete(&dir)
+            } else if standby {
+                fogshell_agent::shim::run_standby(&dir)
             } else {
                 fogshell_agent::shim::run(&dir)
             };

@@ -557,3 +557,62 @@ async fn a_command_runs_instead_of_the_shell_and_its_status_comes_back() {
     node.runtime.terminate(req.session_id).await.unwrap();
     node.assert_nothing_left(&req);
 }
+
+/// The shim started ahead of time runs the next session: no exec on its start path. The
+/// session's shell is that standby's child.
+#[tokio::test]
+async fn the_next_session_runs_in_the_standby_shim() {
+    let node = Node::new();
+    node.runtime.host().prepare_standby();
+    let standby = node
+        .runtime
+        .host()
+        .standby_pid()
+        .expect("a standby shim waits");
+    let req = node.request(7, ResourceLimits::DEFAULT);
+    node.runtime.allocate(&req).await.unwrap();
+    let shell = node
+        .runtime
+        .host()
+        .status(req.session_id)
+        .await
+        .unwrap()
+        .pid;
+    let stat = std::fs::read_to_string(format!("/proc/{shell}/stat")).unwrap();
+    // Field 4 of /proc/PID/stat, after the parenthesised command name.
+    let parent: u32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    // The container's init is the shim's child, or a grandchild through libcontainer's
+    // intermediate process: walk up to the standby.
+    let mut pid = parent;
+    let mut ancestors = vec![pid];
+    while pid > 1 && pid != standby {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        pid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        ancestors.push(pid);
+    }
+    assert_eq!(
+        pid, standby,
+        "the shell's ancestors {ancestors:?} miss the standby shim"
+    );
+    // A new standby is started for the session after it (in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while node
+        .runtime
+        .host()
+        .standby_pid()
+        .is_none_or(|next| next == standby)
+    {
+        assert!(std::time::Instant::now() < deadline, "no new standby shim");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    node.runtime.terminate(req.session_id).await.unwrap();
+    node.assert_nothing_left(&req);
+}

@@ -8,6 +8,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fogshell_shared::frame::TermSize;
@@ -45,6 +46,25 @@ pub struct SessionRecord {
 pub struct ShimHost {
     sessions: PathBuf,
     shim_exe: PathBuf,
+    /// A shim started ahead of time, waiting on stdin for its session: a session start then
+    /// has no exec on its path (about 1.4 ms here).
+    standby: Arc<std::sync::Mutex<Option<tokio::process::Child>>>,
+}
+
+/// Gives a standby shim its session: the directory's path, one line on its stdin.
+async fn hand_over(
+    mut standby: tokio::process::Child,
+    dir: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stdin = standby
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("a standby shim without stdin"))?;
+    let mut line = dir.as_os_str().as_encoded_bytes().to_vec();
+    line.push(b'\n');
+    stdin.write_all(&line).await?;
+    Ok(standby)
 }
 
 fn record_path(dir: &Path) -> PathBuf {
@@ -60,7 +80,66 @@ impl ShimHost {
             .mode(0o700)
             .create(&sessions)
             .map_err(RuntimeError::io(format!("creating {}", sessions.display())))?;
-        Ok(Self { sessions, shim_exe })
+        Ok(Self {
+            sessions,
+            shim_exe,
+            standby: Arc::default(),
+        })
+    }
+
+    /// `<shim_exe> shim` with `args`, in its own process group, with a clean environment.
+    fn shim_command(&self, args: &[&std::ffi::OsStr]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.shim_exe);
+        command
+            .args(["--log-format", "json", "shim"])
+            .args(args)
+            .stdout(Stdio::piped())
+            // Its own process group: a signal to the agent's group (Ctrl-C, systemd stopping
+            // the agent) does not reach the shells.
+            .process_group(0)
+            .env_clear()
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        command
+    }
+
+    /// The standby shim, if one is waiting and alive.
+    fn take_standby(&self) -> Option<tokio::process::Child> {
+        let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
+        let mut child = slot.take()?;
+        match child.try_wait() {
+            Ok(None) => Some(child),
+            _ => None,
+        }
+    }
+
+    /// The waiting standby shim's process id, if one waits.
+    pub fn standby_pid(&self) -> Option<u32> {
+        let slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// Starts a standby shim if none waits. Its command line (`shim --dir <sessions dir>/
+    /// --standby`) names the sessions directory as every shim's does, so `pgrep -f "shim --dir
+    /// <sessions dir>/"` finds them all, used or waiting.
+    pub fn prepare_standby(&self) {
+        let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let mut sessions = self.sessions.clone().into_os_string();
+        sessions.push("/");
+        let spawned = self
+            .shim_command(&["--dir".as_ref(), sessions.as_ref(), "--standby".as_ref()])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => *slot = Some(child),
+            Err(error) => tracing::warn!(%error, "could not start a standby shim"),
+        }
     }
 
     /// The session's directory (it may not exist).
@@ -112,30 +191,30 @@ impl ShimHost {
         let dir = self.session_dir(record.session_id);
         write_json(&spec_path(&dir), spec)?;
         let log_path = dir.join("shim.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
-        let mut child = tokio::process::Command::new(&self.shim_exe)
-            .arg("--log-format")
-            .arg("json")
-            .arg("shim")
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            // Its own process group: a signal to the agent's group (Ctrl-C, systemd stopping
-            // the agent) does not reach the shells.
-            .process_group(0)
-            .env_clear()
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .spawn()
-            .map_err(RuntimeError::io(format!(
-                "starting {}",
-                self.shim_exe.display()
-            )))?;
+        let standby = match self.take_standby() {
+            Some(standby) => hand_over(standby, &dir)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "the standby shim is gone; starting one for the session")
+                })
+                .ok(),
+            None => None,
+        };
+        let mut child = match standby {
+            Some(child) => child,
+            None => {
+                let log = std::fs::File::create(&log_path)
+                    .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
+                self.shim_command(&["--dir".as_ref(), dir.as_os_str()])
+                    .stdin(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .map_err(RuntimeError::io(format!(
+                        "starting {}",
+                        self.shim_exe.display()
+                    )))?
+            }
+        };
         let stdout = child
             .stdout
             .take()
@@ -156,6 +235,9 @@ impl ShimHost {
             )));
         }
         write_json(&record_path(&dir), record)?;
+        // The next session's shim starts now that this one runs, off both their paths.
+        let host = self.clone();
+        tokio::spawn(async move { host.prepare_standby() });
         // Reap the shim whenever it ends, so it never lingers as a zombie of the agent.
         tokio::spawn(async move {
             let _ = child.wait().await;

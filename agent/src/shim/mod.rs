@@ -130,6 +130,33 @@ pub fn delete(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A standby shim: started ahead of time so no exec sits on a session's start path, it waits
+/// for the agent to name a session directory under `sessions` on stdin, sends its log there,
+/// and runs that session. The agent closing stdin (it stopped) ends it. Called before any
+/// thread exists.
+pub fn run_standby(sessions: &Path) -> Result<(), String> {
+    let mut line = String::new();
+    if std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the session: {e}"))?
+        == 0
+    {
+        return Ok(());
+    }
+    let dir = Path::new(line.trim_end());
+    // Only a session of the agent's own sessions directory, never a path it was tricked into.
+    if dir.parent() != Some(sessions.components().as_path()) || !dir.is_dir() {
+        return Err(format!("{} is not a session directory", dir.display()));
+    }
+    let log = std::fs::File::create(dir.join("shim.log"))
+        .map_err(|e| format!("creating the log: {e}"))?;
+    rustix::stdio::dup2_stderr(&log).map_err(|e| format!("redirecting the log: {e}"))?;
+    // Nothing more comes on stdin; the session must not hold the agent's pipe.
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    rustix::stdio::dup2_stdin(&null).map_err(|e| format!("closing stdin: {e}"))?;
+    run(dir)
+}
+
 /// Runs the shim until the agent releases it. Called before any thread exists.
 pub fn run(dir: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
