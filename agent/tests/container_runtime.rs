@@ -578,24 +578,13 @@ async fn the_next_session_runs_in_the_standby_shim() {
         .await
         .unwrap()
         .pid;
-    let stat = std::fs::read_to_string(format!("/proc/{shell}/stat")).unwrap();
-    // Field 4 of /proc/PID/stat, after the parenthesised command name.
-    let parent: u32 = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
     // The container's init is the shim's child, or a grandchild through libcontainer's
     // intermediate process: walk up to the standby.
-    let mut pid = parent;
+    let standby = i32::try_from(standby).unwrap();
+    let mut pid = common::parent_pid(i32::try_from(shell).unwrap());
     let mut ancestors = vec![pid];
     while pid > 1 && pid != standby {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        pid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap();
+        pid = common::parent_pid(pid);
         ancestors.push(pid);
     }
     assert_eq!(
@@ -608,7 +597,7 @@ async fn the_next_session_runs_in_the_standby_shim() {
         .runtime
         .host()
         .standby_pid()
-        .is_none_or(|next| next == standby)
+        .is_none_or(|next| i32::try_from(next) == Ok(standby))
     {
         assert!(std::time::Instant::now() < deadline, "no new standby shim");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
