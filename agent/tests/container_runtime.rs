@@ -581,7 +581,7 @@ async fn the_next_session_runs_in_the_standby_shim() {
     // The container's init is the shim's child, or a grandchild through libcontainer's
     // intermediate process: walk up to the standby.
     let standby = i32::try_from(standby).unwrap();
-    let mut pid = common::parent_pid(i32::try_from(shell).unwrap());
+    let mut pid = common::parent_pid(shell);
     let mut ancestors = vec![pid];
     while pid > 1 && pid != standby {
         pid = common::parent_pid(pid);
