@@ -7,7 +7,13 @@
 //   CONSOLE_URL      http://127.0.0.1:PORT/console/
 //   OIDC_LOGIN       the test user's login and password, `login:password`
 //   SCREENSHOT       where to save a screenshot of the console with a live terminal
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+// axe-core, the accessibility rules engine, run in the page (through the debugging protocol,
+// so the page's own content security policy stays as it is).
+const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const consoleUrl = process.env.CONSOLE_URL;
 const [login, password] = (process.env.OIDC_LOGIN ?? "alice:wonderland").split(":");
@@ -85,6 +91,18 @@ try {
   await waitForStatus("running");
   check((await page.textContent("#placement-node")).length > 0, "no placement shown");
   check((await page.textContent("#placement-reasons")).includes("FOG_LOWEST_LATENCY"), "no reason codes shown");
+
+  step("no serious accessibility violations (axe-core, WCAG 2 A and AA)");
+  await page.evaluate(axeSource);
+  const audit = await page.evaluate(() =>
+    // The terminal's own rendering is xterm.js's; its screen-reader mode is a user setting.
+    globalThis.axe.run({ exclude: [[".xterm-screen"]] }, { runOnly: ["wcag2a", "wcag2aa"] }),
+  );
+  const serious = audit.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  check(
+    serious.length === 0,
+    `accessibility: ${serious.map((v) => `${v.id} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`).join("; ")}`,
+  );
 
   step("type into the terminal and see it rendered");
   await page.keyboard.type('export MARK="sa""me-shell"; echo "fogshell-""ok"\n');
