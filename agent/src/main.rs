@@ -263,7 +263,7 @@ fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
     let mut config = AgentConfig::load(args.config.as_deref())?;
     let state_dir = args.state_dir.unwrap_or(config.state_dir.clone());
     config.registries.insecure.extend(args.insecure_registries);
-    let profile = *config.profiles.get(&args.profile).ok_or_else(|| {
+    let profile = config.profiles.get(&args.profile).cloned().ok_or_else(|| {
         let known: Vec<_> = config.profiles.iter().map(|(n, _)| n.to_string()).collect();
         format!("no profile {} (known: {})", args.profile, known.join(", "))
     })?;

@@ -303,7 +303,7 @@ impl ControlPlane {
         request
             .validate()
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
-        let Some(profile) = self.profiles.get(&request.profile).copied() else {
+        let Some(profile) = self.profiles.get(&request.profile).cloned() else {
             return Err(self.deny(
                 Some(&principal.tenant),
                 user(principal),
@@ -856,7 +856,7 @@ impl ControlPlane {
                 Some(reason),
             )
         };
-        let Some(profile) = self.profiles.get(&session.profile).copied() else {
+        let Some(profile) = self.profiles.get(&session.profile).cloned() else {
             let reason = format!("its profile {} no longer exists", session.profile);
             fail(&mut session, reason)?;
             return Ok(());

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ProfileName;
-use crate::node::{ResourceLimits, TrustTier};
+use crate::ids::{ProfileName, Region};
+use crate::node::{Labels, ResourceLimits, TrustTier};
 
-/// What a session of a profile gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a session of a profile gets, and where it may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// CPU in thousandths of a core.
@@ -23,6 +23,12 @@ pub struct Profile {
     /// The weakest node trust tier that may run it.
     #[serde(default = "Profile::default_min_tier")]
     pub min_trust_tier: TrustTier,
+    /// Data locality: only nodes in these regions (none: any region).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+    /// Data locality: only nodes carrying all these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 impl Profile {
@@ -33,6 +39,8 @@ impl Profile {
         pids: ResourceLimits::DEFAULT.pids,
         network: false,
         min_trust_tier: TrustTier::Unattested,
+        regions: Vec::new(),
+        labels: BTreeMap::new(),
     };
 
     fn default_min_tier() -> TrustTier {
@@ -126,7 +134,7 @@ mod tests {
         };
         let profiles = Profiles::new(
             [
-                ("default".parse().unwrap(), small),
+                ("default".parse().unwrap(), small.clone()),
                 ("large".parse().unwrap(), Profile::DEFAULT),
             ]
             .into(),

@@ -17,6 +17,12 @@ memory_bytes = 268435456
 pids = 128
 min_trust_tier = "attested"
 
+[central-only]
+cpu_millis = 500
+memory_bytes = 268435456
+pids = 128
+regions = ["eu-central"]
+
 [huge]
 cpu_millis = 1000
 memory_bytes = 1099511627776
@@ -145,6 +151,12 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
     assert_eq!(node, "cloud-1");
     assert_eq!(reasons[0], "FALLBACK_CLOUD_TRUST_TIER");
 
+    // A profile that demands a region only the cloud node stands in.
+    let central = create(&api, &alice, "central-only").await;
+    let (node, reasons) = placed_on(&central);
+    assert_eq!(node, "cloud-1");
+    assert_eq!(reasons[0], "FALLBACK_CLOUD_LOCALITY");
+
     // Nothing fits at all: 503 with evidence naming the rule.
     let refused = create(&api, &alice, "huge").await;
     assert_eq!(refused.status, 503, "{}", refused.body);
@@ -169,7 +181,7 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
         .await;
     assert_eq!(
         decided.body["items"].as_array().unwrap().len(),
-        4,
+        5,
         "{}",
         decided.body
     );

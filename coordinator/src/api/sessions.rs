@@ -38,7 +38,7 @@ pub(super) async fn profiles(
         .iter()
         .map(|(name, profile)| ProfileView {
             name: name.clone(),
-            profile: *profile,
+            profile: profile.clone(),
         })
         .collect();
     Ok(Json(Page {

@@ -123,6 +123,14 @@ fn rejection(
     {
         return Some(ReasonCode::RejectLocality);
     }
+    let profile_region_ok = profile.regions.is_empty() || profile.regions.contains(&node.region);
+    let profile_labels_ok = profile
+        .labels
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v));
+    if !profile_region_ok || !profile_labels_ok {
+        return Some(ReasonCode::RejectLocality);
+    }
     if let Some(hint) = request.hint {
         let region_ok =
             hint.allowed_regions.is_empty() || hint.allowed_regions.contains(&node.region);
@@ -343,6 +351,7 @@ mod tests {
     }
 
     const TABLE: &LatencyTable = &LatencyTable::new();
+    static DEFAULT_PROFILE: Profile = Profile::DEFAULT;
 
     fn request<'a>(profile: &'a Profile, hint: Option<&'a PlacementHint>) -> PlacementRequest<'a> {
         PlacementRequest {
@@ -376,7 +385,7 @@ mod tests {
             gone,
             node("fog-dev", TrustTier::Dev, 1),
         ];
-        let (winner, reasons) = chosen(&request(&Profile::DEFAULT, None), &nodes);
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, None), &nodes);
         assert_eq!(winner, "fog-near");
         assert_eq!(
             reasons,
@@ -394,7 +403,7 @@ mod tests {
         let mut busy = node("fog-busy", TrustTier::Unattested, 5);
         busy.load.load1_milli = 3000;
         let (winner, reasons) = chosen(
-            &request(&Profile::DEFAULT, None),
+            &request(&DEFAULT_PROFILE, None),
             &[busy, node("fog-idle", TrustTier::Unattested, 5)],
         );
         assert_eq!(winner, "fog-idle");
@@ -409,7 +418,7 @@ mod tests {
         let mut full = node("fog-a", TrustTier::Unattested, 5);
         full.free.memory_bytes = 1;
         let nodes = [full, node("cloud-1", TrustTier::Cloud, 80)];
-        let (winner, reasons) = chosen(&request(&Profile::DEFAULT, None), &nodes);
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, None), &nodes);
         assert_eq!(winner, "cloud-1");
         assert_eq!(reasons[0], ReasonCode::FallbackCloudNoFogCapacity);
 
@@ -452,7 +461,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let (winner, reasons) = chosen(&request(&Profile::DEFAULT, Some(&measured)), &nodes);
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, Some(&measured)), &nodes);
         assert_eq!(winner, "fog-eu");
         assert!(reasons.contains(&ReasonCode::HintHonored));
 
@@ -463,7 +472,7 @@ mod tests {
             client_region: Some("us-east".parse().unwrap()),
             ..Default::default()
         };
-        let mut from_table = request(&Profile::DEFAULT, Some(&from_us));
+        let mut from_table = request(&DEFAULT_PROFILE, Some(&from_us));
         from_table.latency = &table;
         assert_eq!(chosen(&from_table, &nodes).0, "fog-us");
 
@@ -492,7 +501,7 @@ mod tests {
             allowed_regions: vec!["eu-west".parse().unwrap()],
             ..Default::default()
         };
-        let (winner, reasons) = chosen(&request(&Profile::DEFAULT, Some(&eu_only)), &nodes);
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, Some(&eu_only)), &nodes);
         assert_eq!(winner, "fog-eu");
         assert!(reasons.contains(&ReasonCode::HintHonored));
         assert!(reasons.contains(&ReasonCode::RejectLocality));
@@ -502,14 +511,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            chosen(&request(&Profile::DEFAULT, Some(&lab)), &nodes).0,
+            chosen(&request(&DEFAULT_PROFILE, Some(&lab)), &nodes).0,
             "fog-lab"
         );
 
         let eu = ["eu".parse().unwrap()];
-        let mut tenant_in_eu = request(&Profile::DEFAULT, None);
+        let mut tenant_in_eu = request(&DEFAULT_PROFILE, None);
         tenant_in_eu.jurisdictions = &eu;
         assert_eq!(chosen(&tenant_in_eu, &nodes).0, "fog-eu");
+
+        // A profile may demand regions and labels of its own.
+        let in_lab = Profile {
+            labels: [("site".parse().unwrap(), "lab-2".parse().unwrap())].into(),
+            ..Profile::DEFAULT
+        };
+        assert_eq!(chosen(&request(&in_lab, None), &nodes).0, "fog-lab");
+        let in_us = Profile {
+            regions: vec!["us-east".parse().unwrap()],
+            ..Profile::DEFAULT
+        };
+        let (winner, reasons) = chosen(&request(&in_us, None), &nodes);
+        assert_eq!(winner, "fog-us");
+        assert!(reasons.contains(&ReasonCode::RejectLocality), "{reasons:?}");
 
         // Only a cloud node in the jurisdiction: the fallback says locality was why.
         let nodes = [
@@ -534,7 +557,7 @@ mod tests {
             node("cloud-near", TrustTier::Cloud, 80),
         ];
         let lost: NodeId = "fog-a".parse().unwrap();
-        let mut failover = request(&Profile::DEFAULT, None);
+        let mut failover = request(&DEFAULT_PROFILE, None);
         failover.failover_from = Some(&lost);
         let (winner, reasons) = chosen(&failover, &nodes);
         assert_eq!(winner, "cloud-near");
@@ -549,7 +572,7 @@ mod tests {
     fn nothing_qualifies_says_why_node_by_node() {
         let mut process = node("laptop", TrustTier::Dev, 1);
         process.runtime_drivers = vec![RuntimeDriver::Process];
-        let error = place(&request(&Profile::DEFAULT, None), &[process.clone()]).unwrap_err();
+        let error = place(&request(&DEFAULT_PROFILE, None), &[process.clone()]).unwrap_err();
         assert_eq!(
             error.examples,
             vec![(process.node_id.clone(), ReasonCode::RejectTrustTier)]
@@ -564,7 +587,7 @@ mod tests {
         };
         assert_eq!(chosen(&request(&dev, None), &[process]).0, "laptop");
         assert_eq!(
-            place(&request(&Profile::DEFAULT, None), &[])
+            place(&request(&DEFAULT_PROFILE, None), &[])
                 .unwrap_err()
                 .to_string(),
             "no node is connected"
@@ -576,7 +599,7 @@ mod tests {
                 n
             })
             .collect();
-        let error = place(&request(&Profile::DEFAULT, None), &many).unwrap_err();
+        let error = place(&request(&DEFAULT_PROFILE, None), &many).unwrap_err();
         assert_eq!(error.examples.len(), EXAMPLES);
         assert!(
             error.to_string().ends_with("fog-7 and 12 more);"),
