@@ -82,6 +82,16 @@ impl Node {
         r
     }
 
+    /// The process id of the session's shell (the container's init), as its shim reports it.
+    async fn shell_pid(&self, request: &SessionRequest) -> i32 {
+        self.runtime
+            .host()
+            .status(request.session_id)
+            .await
+            .unwrap()
+            .pid
+    }
+
     /// The session's resource use, from its cgroup.
     async fn usage(&self, request: &SessionRequest) -> fogshell_shared::wire::Usage {
         let report = self
@@ -391,13 +401,7 @@ async fn a_container_whose_shim_died_is_reaped() {
     .await;
     read_until(&mut pty, "started").await;
     drop(pty);
-    let init = node
-        .runtime
-        .host()
-        .status(req.session_id)
-        .await
-        .unwrap()
-        .pid;
+    let init = node.shell_pid(&req).await;
     let shim = common::parent_pid(init);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
@@ -571,13 +575,7 @@ async fn the_next_session_runs_in_the_standby_shim() {
         .expect("a standby shim waits");
     let req = node.request(7, ResourceLimits::DEFAULT);
     node.runtime.allocate(&req).await.unwrap();
-    let shell = node
-        .runtime
-        .host()
-        .status(req.session_id)
-        .await
-        .unwrap()
-        .pid;
+    let shell = node.shell_pid(&req).await;
     // The container's init is the shim's child, or a grandchild through libcontainer's
     // intermediate process: walk up to the standby.
     let standby = i32::try_from(standby).unwrap();

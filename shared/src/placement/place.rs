@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::ids::{LabelKey, LabelValue, NodeId, Region};
-use crate::node::{NodeState, NodeView, RuntimeDriver, TrustTier};
+use crate::node::{Labels, NodeState, NodeView, RuntimeDriver, TrustTier};
 use crate::profile::Profile;
 
 use super::{LatencyTable, Placement, PlacementHint, ReasonCode};
@@ -95,6 +95,12 @@ fn reason_text(reason: ReasonCode) -> &'static str {
     }
 }
 
+/// Whether `node` stands in one of `regions` (none: any) and carries all of `labels`.
+fn within(node: &NodeView, regions: &[Region], labels: &Labels) -> bool {
+    (regions.is_empty() || regions.contains(&node.region))
+        && labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+}
+
 /// The hard filters, in order; `None` when the node qualifies.
 fn rejection(
     node: &NodeView,
@@ -123,24 +129,11 @@ fn rejection(
     {
         return Some(ReasonCode::RejectLocality);
     }
-    let profile_region_ok = profile.regions.is_empty() || profile.regions.contains(&node.region);
-    let profile_labels_ok = profile
-        .labels
-        .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    if !profile_region_ok || !profile_labels_ok {
+    let hint_ok = request
+        .hint
+        .is_none_or(|h| within(node, &h.allowed_regions, &h.required_labels));
+    if !within(node, &profile.regions, &profile.labels) || !hint_ok {
         return Some(ReasonCode::RejectLocality);
-    }
-    if let Some(hint) = request.hint {
-        let region_ok =
-            hint.allowed_regions.is_empty() || hint.allowed_regions.contains(&node.region);
-        let labels_ok = hint
-            .required_labels
-            .iter()
-            .all(|(k, v)| node.labels.get(k) == Some(v));
-        if !region_ok || !labels_ok {
-            return Some(ReasonCode::RejectLocality);
-        }
     }
     if !node.free.fits(&profile.limits()) {
         return Some(ReasonCode::RejectCapacity);
