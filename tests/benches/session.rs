@@ -21,7 +21,6 @@ use fogshell_e2e::api::Api;
 use fogshell_e2e::stack::Stack;
 use fogshell_e2e::ws::Viewer;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-use serde_json::json;
 
 const ECHOES_PER_ROUND: usize = 500;
 const THROUGHPUT_BYTES: usize = 100_000_000;
@@ -181,17 +180,8 @@ fn main() {
     runtime.block_on(async {
         let api = Api::new(&stack.api).await;
         let token = stack.issuer.token("bench", "bench");
-        let body = json!({"profile": "default", "ttl_seconds": 3600});
         // Warm-up: the image is imported and unpacked once, outside the measurement.
-        let warm = api
-            .call(
-                "POST",
-                "/v1/sessions",
-                "/v1/sessions",
-                Some(&token),
-                Some(&body),
-            )
-            .await;
+        let warm = api.create_session(&token, 3600).await;
         assert_eq!(warm.status, 201, "{}", warm.body);
         let id = warm.body["session_id"].as_str().unwrap();
         api.call(
@@ -206,15 +196,7 @@ fn main() {
         for round in 0..rounds {
             // Start-up: POST → first prompt byte.
             let started = Instant::now();
-            let created = api
-                .call(
-                    "POST",
-                    "/v1/sessions",
-                    "/v1/sessions",
-                    Some(&token),
-                    Some(&body),
-                )
-                .await;
+            let created = api.create_session(&token, 3600).await;
             assert_eq!(created.status, 201, "{}", created.body);
             let mut remote = Remote {
                 viewer: Viewer::attach(&created.body["attach"]).await,
