@@ -117,7 +117,10 @@ async fn sessions_outlive_an_agent_restart() {
             .attach_pty(req.session_id, size(80, 24), 0)
             .await
             .unwrap();
-        type_line(&mut pty, "MARK=kept-$((2*5))").await;
+        type_line(&mut pty, "MARK=kept-$((2*5)); echo \"mark\"\"ed\"").await;
+        // The shell ran the line before the agent goes: input still in flight when it dies
+        // may otherwise land after what the next connection types.
+        read_until(&mut pty, "marked").await;
         // The "agent" goes away here: the runtime and its connections are dropped.
     }
     let rt = runtime(state.path());
