@@ -388,7 +388,9 @@ async fn a_container_whose_shim_died_is_reaped() {
     let node = Node::new();
     let req = node.request(7, ResourceLimits::DEFAULT);
     node.runtime.allocate(&req).await.unwrap();
-    // A process that survives the terminal's hangup when the shim (and its PTY master) dies.
+    // The container's init becomes a process that ignores the terminal's hangup, so it surely
+    // outlives the shim and its PTY master. (A background `nohup` child would not: the shell,
+    // the pid namespace's init, exits on the hangup and the kernel then kills the namespace.)
     let mut pty = node
         .runtime
         .attach_pty(req.session_id, size(80, 24), 0)
@@ -396,12 +398,24 @@ async fn a_container_whose_shim_died_is_reaped() {
         .unwrap();
     type_line(
         &mut pty,
-        "nohup sleep 1000 >/dev/null 2>&1 & echo \"start\"\"ed\"",
+        "trap '' HUP; echo \"start\"\"ed\"; exec sleep 1000 >/dev/null 2>&1",
     )
     .await;
     read_until(&mut pty, "started").await;
     drop(pty);
     let init = node.shell_pid(&req).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{init}/comm"))
+        .unwrap()
+        .trim()
+        != "sleep"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shell never became sleep"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let shim = common::parent_pid(init);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
@@ -414,7 +428,7 @@ async fn a_container_whose_shim_died_is_reaped() {
     let left = std::fs::read_to_string(&procs).unwrap();
     assert!(
         !left.trim().is_empty(),
-        "the nohup'd process should still run in the container"
+        "the container's init should still run"
     );
     assert!(
         node.runtime.list().await.unwrap().is_empty(),
