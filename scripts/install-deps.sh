@@ -22,10 +22,14 @@ apt_packages=(
   procps       # pkill: the end-to-end tests stop the shims they started
   iproute2     # ip netns + veth: the link tests cut a node's network
   chromium     # the console test drives it headless through Playwright
+  libtss2-dev  # the agent talks to its TPM through tpm2-tss (tss-esapi links it)
+  swtpm        # software TPMs for the attestation tests
+  swtpm-tools  # swtpm_setup manufactures them, with EK certificates from a test CA
+  tpm2-tools   # tpm2_pcrextend: the attestation tests change a PCR as a new boot chain would
 )
 
 if $run_only; then
-  apt_packages=(pkg-config libseccomp-dev busybox-static)
+  apt_packages=(pkg-config libseccomp-dev libtss2-dev busybox-static)
 fi
 
 missing=()

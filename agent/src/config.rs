@@ -63,6 +63,11 @@ pub struct NodeSection {
     /// `libcontainer` (default) or `process`.
     #[serde(default = "NodeSection::default_driver")]
     pub driver: RuntimeDriver,
+    /// The node's TPM as a TCTI string (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`). With
+    /// one, the node claims `attested` and proves it with quotes; without, it is at most
+    /// `unattested`.
+    #[serde(default)]
+    pub tpm: Option<String>,
 }
 
 impl NodeSection {
@@ -89,6 +94,7 @@ impl Default for NodeSection {
             trust_tier: Self::default_tier(),
             session_slots: Self::default_slots(),
             driver: Self::default_driver(),
+            tpm: None,
         }
     }
 }
@@ -177,7 +183,7 @@ mod tests {
         assert_eq!(small.limits().pids, 128);
         assert_eq!(config.node.session_slots, 16);
         let node = AgentConfig::parse(
-            "[node]\ncoordinator = \"10.0.0.1:7443\"\nregion = \"eu-west\"\ntrust_tier = \"cloud\"\ndriver = \"process\"\n[node.labels]\nsite = \"lab-2\"\n",
+            "[node]\ncoordinator = \"10.0.0.1:7443\"\nregion = \"eu-west\"\ntrust_tier = \"cloud\"\ndriver = \"process\"\ntpm = \"device:/dev/tpmrm0\"\n[node.labels]\nsite = \"lab-2\"\n",
             "test",
         )
         .unwrap()
@@ -186,6 +192,7 @@ mod tests {
         assert_eq!(node.trust_tier, TrustTier::Cloud);
         assert_eq!(node.driver, RuntimeDriver::Process);
         assert_eq!(node.labels.len(), 1);
+        assert_eq!(node.tpm.as_deref(), Some("device:/dev/tpmrm0"));
     }
 
     #[test]

@@ -22,3 +22,4 @@ pub mod run;
 pub mod runtime;
 pub mod serve;
 pub mod shim;
+pub mod tpm;

@@ -361,6 +361,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Terminate { .. } => "terminate",
         Command::EnforceLimits { .. } => "enforce_limits",
         Command::List => "list",
+        Command::ActivateCredential(_) => "activate_credential",
+        Command::Quote { .. } => "quote",
     }
 }
 

@@ -20,6 +20,7 @@ use crate::enroll::IdentityPaths;
 use crate::link::{Link, LocalNode};
 use crate::node_facts;
 use crate::runtime::{PtyStreams, Runtime, RuntimeError, SessionRequest};
+use crate::tpm::Tpm;
 
 /// The node id a node certificate (PEM) names.
 pub fn node_id_from_certificate(path: &Path) -> Result<NodeId, String> {
@@ -59,18 +60,28 @@ pub struct AgentReport<R> {
     capacity: Resources,
     state_dir: PathBuf,
     runtime: R,
+    /// The node's TPM, when it has one.
+    tpm: Option<Tpm>,
     /// Sessions whose exit was already reported, so each is reported once.
     exits_reported: Mutex<BTreeSet<SessionId>>,
 }
 
 impl<R: Runtime> AgentReport<R> {
-    /// A report for `runtime` on this machine.
+    /// A report for `runtime` on this machine; opens the TPM the configuration names.
     pub fn new(
         node_id: NodeId,
         node: NodeSection,
         state_dir: &Path,
         runtime: R,
     ) -> Result<Self, String> {
+        let tpm = match &node.tpm {
+            Some(tcti) => {
+                let tpm = Tpm::open(tcti, state_dir)?;
+                tracing::info!(tcti, ek_certificate = tpm.identity().ek_certificate.is_some(), "TPM ready");
+                Some(tpm)
+            }
+            None => None,
+        };
         let arch = Arch::from_rust_arch(std::env::consts::ARCH)
             .ok_or_else(|| format!("fogshell does not run on {}", std::env::consts::ARCH))?;
         Ok(Self {
@@ -80,6 +91,7 @@ impl<R: Runtime> AgentReport<R> {
             arch,
             state_dir: state_dir.to_path_buf(),
             runtime,
+            tpm,
             exits_reported: Mutex::new(BTreeSet::new()),
         })
     }
@@ -88,6 +100,8 @@ impl<R: Runtime> AgentReport<R> {
         match self.runtime.driver() {
             // A host shell isolates nothing: whatever the configuration says.
             RuntimeDriver::Process => TrustTier::Dev,
+            // A TPM is a claim to prove, not a grant: the coordinator decides.
+            RuntimeDriver::Libcontainer if self.tpm.is_some() => TrustTier::Attested,
             RuntimeDriver::Libcontainer => self.node.trust_tier,
         }
     }
@@ -110,6 +124,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             runtime_drivers: vec![self.runtime.driver()],
             capacity: self.capacity,
             running,
+            tpm: self.tpm.as_ref().map(|t| t.identity().clone()),
         }
     }
 
@@ -203,6 +218,16 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
                 .await
                 .map(CommandOutput::Sessions)
                 .map_err(command_error),
+            Command::ActivateCredential(challenge) => {
+                let secret = self.tpm()?.activate(challenge).await.map_err(tpm_error)?;
+                Ok(CommandOutput::CredentialActivated { secret })
+            }
+            Command::Quote { nonce, pcrs } => self
+                .tpm()?
+                .quote(nonce, pcrs)
+                .await
+                .map(CommandOutput::Quote)
+                .map_err(tpm_error),
         }
     }
 
@@ -216,6 +241,23 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             .attach_pty(session_id, size, from_offset)
             .await
             .map_err(command_error)
+    }
+}
+
+impl<R> AgentReport<R> {
+    fn tpm(&self) -> Result<&Tpm, CommandError> {
+        self.tpm.as_ref().ok_or_else(|| CommandError {
+            code: ErrorCode::NotFound,
+            message: "this node has no TPM".into(),
+        })
+    }
+}
+
+/// A TPM failure as the wire protocol reports it.
+fn tpm_error(message: String) -> CommandError {
+    CommandError {
+        code: ErrorCode::Internal,
+        message,
     }
 }
 

@@ -17,10 +17,11 @@ use fogshell_shared::ids::LabelValue;
 use fogshell_shared::placement::{
     LatencyTable, NoPlacement, PlacementHint, PlacementRequest, place,
 };
-use fogshell_shared::profile::{Profile, Profiles};
+use fogshell_shared::profile::{Profile, Profiles, TrustLoss};
 use fogshell_shared::wire::{AllocateSpec, Command, CommandOutput, Hello, NodeEvent};
 use fogshell_shared::{
     ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
+    TrustTier,
 };
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
@@ -552,9 +553,20 @@ impl ControlPlane {
 
     async fn end(
         &self,
+        session: SessionRecord,
+        cause: TerminationCause,
+        actor: Actor,
+    ) -> Result<(), ApiError> {
+        self.end_because(session, cause, actor, None).await
+    }
+
+    /// [`Self::end`], telling attached terminals `reason`.
+    async fn end_because(
+        &self,
         mut session: SessionRecord,
         cause: TerminationCause,
         actor: Actor,
+        reason: Option<String>,
     ) -> Result<(), ApiError> {
         if session.status.is_final() {
             return Ok(());
@@ -570,7 +582,12 @@ impl ControlPlane {
                     cause,
                 },
             );
-            if !self.transition(&mut session, SessionStatus::Terminated, vec![event])? {
+            if !self.transition_because(
+                &mut session,
+                SessionStatus::Terminated,
+                vec![event],
+                reason,
+            )? {
                 return Ok(());
             }
             self.release_on_node(session.node_id(), session.session_id)
@@ -828,6 +845,28 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// A node lost `attested`: ends its sessions whose profile demands `attested` and does
+    /// not say `keep`, telling their terminals why.
+    async fn trust_lost(&self, node_id: &NodeId, reason: &str) -> Result<(), ApiError> {
+        for session in self.store.live_sessions()? {
+            let profile = self.profiles.get(&session.profile);
+            let demands_attested = profile.is_some_and(|p| {
+                p.min_trust_tier == TrustTier::Attested && p.on_trust_loss == TrustLoss::Terminate
+            });
+            if session.node_id() != node_id || !demands_attested || session.status.is_final() {
+                continue;
+            }
+            let why = format!(
+                "node {node_id} is no longer attested ({reason}); profile {} requires it",
+                session.profile
+            );
+            tracing::warn!(session_id = %session.session_id, %why, "ending a session");
+            self.end_because(session, TerminationCause::TrustLost, Actor::System, Some(why))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Moves an interrupted session to a cloud node: same image, same profile, a fresh shell.
     /// With nowhere to go it stays interrupted, so the node's return can still bring it back;
     /// a failed start on the new node fails it.
@@ -1021,6 +1060,17 @@ impl FabricHooks for Hooks {
         if let Err(error) = self.0.lost(node_id) {
             tracing::error!(%error, "recording a lost node");
         }
+    }
+
+    fn trust_lost(&self, node_id: &NodeId, reason: &str) {
+        let control = Arc::clone(&self.0);
+        let node_id = node_id.clone();
+        let reason = reason.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = control.trust_lost(&node_id, &reason).await {
+                tracing::error!(%error, "ending sessions of a node that lost attested");
+            }
+        });
     }
 
     fn record(&self, outcome: Outcome, event: AuditEvent) {

@@ -46,8 +46,9 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
-/// The tier granted for a claimed one: `attested` only after a verified TPM quote (not yet
-/// implemented, so never), everything else as configured on the node.
+/// The tier granted at connection for a claimed one: `attested` only later, once a TPM quote
+/// verifies ([`Fleet::set_trust`] from the attestation watch); everything else as configured
+/// on the node.
 pub fn granted_tier(claimed: TrustTier) -> TrustTier {
     match claimed {
         TrustTier::Attested => TrustTier::Unattested,
@@ -136,6 +137,19 @@ impl Fleet {
         view.running = hb.running.clone();
         view.rtt_us = rtt.as_micros() as u64;
         view.last_heartbeat = at;
+    }
+
+    /// Attestation's verdict on connection `generation`: the tier the node now holds. Returns
+    /// whether it changed (an older connection's verdict changes nothing).
+    pub fn set_trust(&self, node: &NodeId, generation: u64, tier: TrustTier) -> bool {
+        let mut nodes = self.lock();
+        match nodes.get_mut(node).filter(|e| e.generation == generation) {
+            Some(entry) if entry.view.trust_tier != tier => {
+                entry.view.trust_tier = tier;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Connection `generation` of a node ended. A newer connection keeps the node connected.

@@ -10,6 +10,7 @@
 //! - [`join_tokens`]: single-use, expiring tokens that let a new node enroll.
 
 pub mod api;
+pub mod attestation;
 pub mod auth;
 pub mod client;
 pub mod clock;

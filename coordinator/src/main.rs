@@ -61,6 +61,32 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// TPM attestation: reference PCR values, pinned keys.
+    #[command(subcommand)]
+    Attestation(AttestationCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AttestationCommand {
+    /// Record a node's last verified PCR values as the reference it (or its group) is held
+    /// to from now on — after a firmware or boot-chain update, say. The running coordinator
+    /// uses it at the node's next quote.
+    Reference {
+        #[command(flatten)]
+        data: DataDir,
+        /// The node whose last verified quote gives the values.
+        #[arg(long)]
+        node: fogshell_shared::NodeId,
+        /// Record them for this node group (nodes labelled `attestation-group=GROUP`)
+        /// instead of for the node alone.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Print the pinned keys, last PCR values and references as JSON.
+    Show {
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +147,16 @@ struct ServeArgs {
     /// only marks it disconnected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_lost_after: std::time::Duration,
+    /// A PEM file of TPM manufacturer CA certificates (issuing intermediates included) that
+    /// EK certificates must chain to; repeatable. Without one no node becomes `attested`.
+    #[arg(long = "tpm-ca", value_name = "PEM")]
+    tpm_cas: Vec<PathBuf>,
+    /// The PCRs (SHA-256 bank) quoted and held to their reference: `0-7`, `0,2,4,7`.
+    #[arg(long, default_value = "0-7", value_parser = fogshell_coordinator::attestation::parse_pcrs)]
+    attestation_pcrs: fogshell_shared::wire::attest::PcrSet,
+    /// How often each TPM node is quoted (`30s`); a failed quote takes `attested` away.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    attestation_interval: std::time::Duration,
     /// The scopes the console and `shell` ask the issuer for [default: `openid
     /// fogshell.sessions` with --oidc-issuer, every fogshell scope with the development one].
     #[arg(long)]
@@ -272,6 +308,10 @@ fn main() -> ExitCode {
         }) => create_token(&data.data_dir, ttl, &description),
         Command::JoinToken(JoinTokenCommand::List { data }) => list_tokens(&data.data_dir),
         Command::Serve(args) => serve(*args),
+        Command::Attestation(AttestationCommand::Reference { data, node, group }) => {
+            record_reference(&data.data_dir, &node, group)
+        }
+        Command::Attestation(AttestationCommand::Show { data }) => show_attestation(&data.data_dir),
         Command::Up(args) => up::up(up::Up {
             data_dir: args.data_dir,
             http: args.http,
@@ -331,6 +371,47 @@ fn create_token(data_dir: &std::path::Path, ttl: u32, description: &str) -> Resu
         issued_at.plus_seconds(ttl).unwrap_or(issued_at)
     );
     println!("ca hash: {}", ca.ca_hash());
+    Ok(())
+}
+
+/// `attestation reference`: the node's last verified PCR values become its (or its group's)
+/// reference.
+fn record_reference(
+    data_dir: &std::path::Path,
+    node: &fogshell_shared::NodeId,
+    group: Option<String>,
+) -> Result<(), String> {
+    use fogshell_coordinator::attestation::state::AttestationState;
+    let state = AttestationState::open(data_dir)?;
+    let record = state.node(node).ok_or_else(|| {
+        format!("node {node} has not enrolled its TPM with this coordinator (see `attestation show`)")
+    })?;
+    let mut references = state.references()?;
+    let values = record.last_pcrs;
+    let scope = match group {
+        Some(group) => {
+            references.groups.insert(group.clone(), values.clone());
+            format!("group {group}")
+        }
+        None => {
+            references.nodes.insert(node.clone(), values.clone());
+            format!("node {node}")
+        }
+    };
+    state.put_references(&references)?;
+    println!("recorded {} PCR values of {node} as the reference for {scope}", values.len());
+    Ok(())
+}
+
+/// `attestation show`.
+fn show_attestation(data_dir: &std::path::Path) -> Result<(), String> {
+    use fogshell_coordinator::attestation::state::AttestationState;
+    let state = AttestationState::open(data_dir)?;
+    let shown = serde_json::json!({
+        "nodes": state.nodes(),
+        "references": state.references()?,
+    });
+    println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -394,6 +475,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         node_cert_lifetime: time::Duration::try_from(args.node_cert_lifetime)
             .map_err(|e| format!("--node-cert-lifetime: {e}"))?,
         placement: PlacementPolicy::from_flags(&args.region_latencies, &args.tenant_jurisdictions)?,
+        attestation: fogshell_coordinator::attestation::AttestationConfig {
+            manufacturer_cas: args.tpm_cas,
+            pcrs: args.attestation_pcrs,
+            interval: args.attestation_interval,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {

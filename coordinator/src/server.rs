@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub node_cert_lifetime: time::Duration,
     /// The scopes fogshell's own clients (the console, `shell`) ask the issuer for.
     pub client_scope: String,
+    /// TPM attestation of nodes.
+    pub attestation: crate::attestation::AttestationConfig,
 }
 
 /// A started coordinator.
@@ -248,6 +250,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         hooks: Arc::new(Hooks(Arc::clone(&control))),
         heartbeat_interval: config.heartbeat_interval,
         enrollment: Arc::clone(&enrollment),
+        attestor: Arc::new(config.attestation.attestor(&config.data_dir)?),
     };
     let state = Arc::new(AppState {
         control: Arc::clone(&control),

@@ -137,6 +137,7 @@ pub fn up(args: Up) -> Result<(), String> {
         placement: Default::default(),
         node_cert_lifetime: fogshell_coordinator::fabric::enroll::NODE_CERT_VALIDITY,
         client_scope: fogshell_coordinator::auth::dev_issuer::DEV_SCOPES.into(),
+        attestation: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

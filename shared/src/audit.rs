@@ -217,6 +217,17 @@ pub enum AuditEvent {
         /// How many sessions it held.
         sessions: u32,
     },
+    /// A node's TPM evidence verified and it holds the `attested` tier (recorded when it
+    /// gains it, not at every quote).
+    #[serde(rename = "node.attested")]
+    NodeAttested {
+        /// The node.
+        node_id: NodeId,
+        /// Its attestation key's TPM name (hex), pinned at enrollment.
+        ak_name: String,
+        /// Whether this connection enrolled the node (bound its AK to its EK).
+        enrolled: bool,
+    },
     /// A node's TPM evidence did not verify.
     #[serde(rename = "node.attestation_failed")]
     NodeAttestationFailed {
@@ -289,6 +300,9 @@ pub enum EventType {
     /// `node.lost`
     #[serde(rename = "node.lost")]
     NodeLost,
+    /// `node.attested`
+    #[serde(rename = "node.attested")]
+    NodeAttested,
     /// `node.attestation_failed`
     #[serde(rename = "node.attestation_failed")]
     NodeAttestationFailed,
@@ -317,6 +331,7 @@ impl AuditEvent {
             Self::NodeConnected { .. } => EventType::NodeConnected,
             Self::NodeCertificateRenewed { .. } => EventType::NodeCertificateRenewed,
             Self::NodeLost { .. } => EventType::NodeLost,
+            Self::NodeAttested { .. } => EventType::NodeAttested,
             Self::NodeAttestationFailed { .. } => EventType::NodeAttestationFailed,
             Self::FailoverStarted { .. } => EventType::FailoverStarted,
             Self::FailoverCompleted { .. } => EventType::FailoverCompleted,

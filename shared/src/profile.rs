@@ -29,6 +29,21 @@ pub struct Profile {
     /// Data locality: only nodes carrying all these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
+    /// What happens to a running session when its node loses the tier the profile demands
+    /// (a failed TPM quote): `terminate` (default) or `keep`.
+    #[serde(default)]
+    pub on_trust_loss: TrustLoss,
+}
+
+/// A profile's answer to its node losing the trust tier the profile demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustLoss {
+    /// End the session, telling attached terminals why.
+    #[default]
+    Terminate,
+    /// Let it run; only new sessions avoid the node.
+    Keep,
 }
 
 impl Profile {
@@ -41,6 +56,7 @@ impl Profile {
         min_trust_tier: TrustTier::Unattested,
         regions: Vec::new(),
         labels: BTreeMap::new(),
+        on_trust_loss: TrustLoss::Terminate,
     };
 
     fn default_min_tier() -> TrustTier {

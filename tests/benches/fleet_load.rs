@@ -48,6 +48,7 @@ impl LocalNode for SimulatedNode {
             region: "load".parse().unwrap(),
             labels: Default::default(),
             claimed_tier: TrustTier::Unattested,
+            tpm: None,
             runtime_drivers: vec![RuntimeDriver::Libcontainer],
             capacity: CAPACITY,
             running: Vec::new(),

@@ -68,6 +68,11 @@ fn main() {
             hooks: Arc::new(FleetOnly),
             heartbeat_interval: fabric::link::HEARTBEAT_INTERVAL,
             enrollment,
+            attestor: Arc::new(
+                fogshell_coordinator::attestation::AttestationConfig::default()
+                    .attestor(dir.path())
+                    .unwrap(),
+            ),
         };
         tokio::spawn(fabric::serve(endpoint, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));

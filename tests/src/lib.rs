@@ -11,6 +11,7 @@ pub mod netns;
 pub mod openapi;
 pub mod relay;
 pub mod stack;
+pub mod swtpm;
 pub mod ws;
 
 use std::path::PathBuf;

@@ -54,6 +54,8 @@ pub struct NodeSpec<'a> {
     /// Runs in a network namespace of its own on the stack's bridge (a [`crate::netns::FogHost`]),
     /// reaching the coordinator through a relay at [`crate::netns::BRIDGE_IP`].
     pub netns: bool,
+    /// Its TPM, as a TCTI string ([`crate::swtpm::Swtpm::tcti`]).
+    pub tpm: Option<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -67,6 +69,7 @@ impl<'a> NodeSpec<'a> {
             slots: 16,
             delay: None,
             netns: false,
+            tpm: None,
         }
     }
 }
@@ -365,6 +368,9 @@ impl Stack {
             "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
             spec.region, spec.tier, spec.slots
         );
+        if let Some(tcti) = &spec.tpm {
+            config.insert_str(config.find("[node.labels]").unwrap_or(0), &format!("tpm = \"{tcti}\"\n"));
+        }
         for (key, value) in spec.labels {
             config.push_str(&format!("{key} = \"{value}\"\n"));
         }
@@ -541,8 +547,13 @@ impl Stack {
 
     /// Waits until `GET /v1/nodes/{node_id}` says `state`.
     pub fn wait_for(&self, node_id: &str, state: &str) {
+        self.wait_for_node_field(node_id, "state", state, Duration::from_secs(30));
+    }
+
+    /// Waits up to `within` until `GET /v1/nodes/{node_id}` has `field` = `value`.
+    pub fn wait_for_node_field(&self, node_id: &str, field: &str, value: &str, within: Duration) {
         let token = self.issuer.token("admin", "ops");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
             let out = Command::new("curl")
                 .args(["-sf", "-H", &format!("authorization: Bearer {token}")])
@@ -552,12 +563,12 @@ impl Stack {
                 .ok()
                 .filter(|o| o.status.success())
                 .and_then(|o| serde_json::from_slice(&o.stdout).ok());
-            if body.as_ref().is_some_and(|b| b["state"] == state) {
+            if body.as_ref().is_some_and(|b| b[field] == value) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "node {node_id} not {state} within 30 s; last: {body:?}\n{}",
+                "node {node_id} not {field}={value} within {within:?}; last: {body:?}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));

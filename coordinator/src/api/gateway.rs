@@ -266,10 +266,14 @@ async fn moved_away(
         match changes.recv().await {
             Ok(change) if change.session_id == session_id => {
                 let elsewhere = change.placement.node_id != *node;
+                // An ending with a reason (the node lost the trust the profile demands) is
+                // told as such, before the node's closing stream says only "closed".
+                let ended_why = change.status.is_final() && change.reason.is_some();
                 if matches!(
                     change.status,
                     SessionStatus::Interrupted | SessionStatus::Resuming
                 ) || (change.status == SessionStatus::Running && elsewhere)
+                    || ended_why
                 {
                     return Some(change);
                 }

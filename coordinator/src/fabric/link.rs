@@ -70,6 +70,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         hooks,
         heartbeat_interval,
         enrollment,
+        attestor,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -150,6 +151,14 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         // From here on the control stream's sending half belongs to the link, for commands.
         let link = Arc::new(NodeLink::new(node_id.clone(), connection.clone(), send));
         links.insert(Arc::clone(&link));
+        let watch = crate::attestation::watch::Watch {
+            attestor,
+            fleet: Arc::clone(&fleet),
+            hooks: Arc::clone(&hooks),
+        };
+        let attestation = AbortOnDrop(tokio::spawn(
+            watch.run(Arc::clone(&link), hello.clone(), generation),
+        ));
         loop {
             match reader.next::<AgentMessage>().await {
                 Ok(Some(AgentMessage::Heartbeat(hb))) => {
@@ -193,12 +202,22 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                 }
             }
         }
+        drop(attestation);
         links.remove(&link);
         fleet.disconnected(&node_id, generation);
         tracing::info!("node disconnected");
     }
     .instrument(span)
     .await
+}
+
+/// Ends a task when dropped (the attestation conversation ends with its link).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Marks silent nodes lost, every [`SWEEP_INTERVAL`](crate::fleet::SWEEP_INTERVAL), until

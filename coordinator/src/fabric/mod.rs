@@ -109,6 +109,9 @@ pub trait FabricHooks: Send + Sync + 'static {
     fn node_event(&self, node_id: &NodeId, event: NodeEvent);
     /// A node was silent past the liveness limit.
     fn node_lost(&self, node_id: &NodeId);
+    /// A node lost the `attested` tier (a quote failed): its sessions whose profile demands
+    /// `attested` are handled as the profile says.
+    fn trust_lost(&self, node_id: &NodeId, reason: &str);
     /// Something for the audit log (enrollment, refusals).
     fn record(&self, outcome: Outcome, event: AuditEvent);
 }
@@ -126,6 +129,8 @@ pub struct Fabric {
     pub heartbeat_interval: std::time::Duration,
     /// Join tokens and the CA: enrollment, and certificate renewal on the link.
     pub enrollment: Arc<enroll::Enrollment>,
+    /// TPM attestation of nodes that claim `attested`.
+    pub attestor: Arc<crate::attestation::Attestor>,
 }
 
 impl std::fmt::Debug for Fabric {

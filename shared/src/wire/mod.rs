@@ -10,6 +10,7 @@
 //! Every message is postcard, length-prefixed ([`codec`]). Types validate themselves while they
 //! decode (node ids, terminal sizes, image references), so a decoded message is well formed.
 
+pub mod attest;
 pub mod codec;
 pub mod join;
 pub mod samples;
@@ -110,6 +111,9 @@ pub struct Hello {
     pub capacity: Resources,
     /// Sessions running on the node now (after a restart or a lost link).
     pub running: Vec<RunningSession>,
+    /// The node's TPM keys, when it has a TPM: the coordinator binds the AK to the EK and
+    /// asks for quotes, and grants `attested` only while they verify.
+    pub tpm: Option<attest::TpmIdentity>,
 }
 
 impl Hello {
@@ -131,7 +135,7 @@ impl Hello {
                 "a node needs at least one runtime driver".into(),
             ));
         }
-        Ok(())
+        self.tpm.as_ref().map_or(Ok(()), attest::TpmIdentity::validate)
     }
 }
 
@@ -220,6 +224,17 @@ pub enum Command {
     },
     /// Which sessions run on the node.
     List,
+    /// `TPM2_ActivateCredential` with the node's AK and EK: proves both keys live in one TPM.
+    ActivateCredential(attest::CredentialChallenge),
+    /// A `TPM2_Quote` by the AK over `pcrs`, qualified by `nonce` (freshness), with the PCR
+    /// values.
+    Quote {
+        /// Fresh random bytes from the coordinator, at most [`attest::MAX_NONCE`].
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        /// Which PCRs of the SHA-256 bank.
+        pcrs: attest::PcrSet,
+    },
 }
 
 /// Everything an agent needs to start a session.
@@ -270,6 +285,14 @@ pub enum CommandOutput {
     Limits(LimitsReport),
     /// The sessions the node runs.
     Sessions(Vec<RunningSession>),
+    /// The secret `ActivateCredential` recovered.
+    CredentialActivated {
+        /// The credential's plaintext.
+        #[serde(with = "serde_bytes")]
+        secret: Vec<u8>,
+    },
+    /// A quote and the PCR values it covers.
+    Quote(attest::QuoteEvidence),
 }
 
 /// A failed command.
@@ -438,6 +461,8 @@ mod tests {
                     | Ok(CommandOutput::Terminated)
                     | Ok(CommandOutput::Limits(_))
                     | Ok(CommandOutput::Sessions(_))
+                    | Ok(CommandOutput::CredentialActivated { .. })
+                    | Ok(CommandOutput::Quote(_))
                     | Err(_) => {}
                 },
             }
@@ -454,11 +479,13 @@ mod tests {
                     Command::Terminate { .. } => "terminate",
                     Command::EnforceLimits { .. } => "enforce_limits",
                     Command::List => "list",
+                    Command::ActivateCredential(_) => "activate_credential",
+                    Command::Quote { .. } => "quote",
                 },
             })
             .collect();
-        assert_eq!(kinds.len(), 8);
-        assert_eq!(samples::agent_messages().len(), 9);
+        assert_eq!(kinds.len(), 10);
+        assert_eq!(samples::agent_messages().len(), 11);
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub fn hello() -> Hello {
             runtime_ref: runtime_ref(),
             started_at: Timestamp::from_unix_millis(1_700_000_000_000).expect("in range"),
         }],
+        tpm: Some(attest::TpmIdentity {
+            ek_public: vec![0x00, 0x01, 0x00, 0x0b],
+            ek_certificate: Some(vec![0x30, 0x82]),
+            ak_public: vec![0x00, 0x23, 0x00, 0x0b],
+        }),
     }
 }
 
@@ -99,6 +104,23 @@ pub fn agent_messages() -> Vec<AgentMessage> {
         AgentMessage::Response(Response {
             id: 4,
             result: Ok(CommandOutput::Sessions(vec![])),
+        }),
+        AgentMessage::Response(Response {
+            id: 6,
+            result: Ok(CommandOutput::CredentialActivated {
+                secret: vec![7; 32],
+            }),
+        }),
+        AgentMessage::Response(Response {
+            id: 7,
+            result: Ok(CommandOutput::Quote(attest::QuoteEvidence {
+                attest: vec![0xff, 0x54, 0x43, 0x47],
+                signature: vec![0x00, 0x18],
+                pcr_values: vec![attest::PcrValue {
+                    index: 16,
+                    digest: [0; 32],
+                }],
+            })),
         }),
         AgentMessage::Response(Response {
             id: 5,
@@ -164,6 +186,20 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
             },
         ),
         request(4, Command::List),
+        request(
+            5,
+            Command::ActivateCredential(attest::CredentialChallenge {
+                id_object: vec![0x00, 0x20],
+                encrypted_secret: vec![0x01; 256],
+            }),
+        ),
+        request(
+            6,
+            Command::Quote {
+                nonce: vec![9; 32],
+                pcrs: attest::PcrSet::new([0, 7, 16]).expect("valid PCRs"),
+            },
+        ),
     ]
 }
 
