@@ -7,6 +7,11 @@
 //! [registries]
 //! insecure = ["127.0.0.1:5000"]        # spoken to over plain HTTP
 //!
+//! [node]
+//! coordinator = "shell.example.org:7443"
+//! region = "eu-west"
+//! tpm = "device:/dev/tpmrm0"           # prove the `attested` tier with this TPM
+//!
 //! [profiles.small]                     # `default` (1 CPU, 512 MiB, 256 pids) is built in
 //! cpu_millis = 500
 //! memory_bytes = 268435456

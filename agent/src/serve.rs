@@ -77,7 +77,11 @@ impl<R: Runtime> AgentReport<R> {
         let tpm = match &node.tpm {
             Some(tcti) => {
                 let tpm = Tpm::open(tcti, state_dir)?;
-                tracing::info!(tcti, ek_certificate = tpm.identity().ek_certificate.is_some(), "TPM ready");
+                tracing::info!(
+                    tcti,
+                    ek_certificate = tpm.identity().ek_certificate.is_some(),
+                    "TPM ready"
+                );
                 Some(tpm)
             }
             None => None,

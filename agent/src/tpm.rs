@@ -22,8 +22,8 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::session_handles::PolicySession;
 use tss_esapi::structures::{
-    CapabilityData, Data, EncryptedSecret, IdObject, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
-    Public, SignatureScheme, SymmetricDefinition,
+    CapabilityData, Data, EncryptedSecret, IdObject, PcrSelectionList, PcrSelectionListBuilder,
+    PcrSlot, Private, Public, SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -142,7 +142,10 @@ impl Keys {
         let mut context = Context::new(conf).map_err(tpm_error("opening"))?;
         let flushed = flush_leftovers(&mut context)?;
         if flushed > 0 {
-            tracing::info!(flushed, "flushed transient objects a previous agent left in the TPM");
+            tracing::info!(
+                flushed,
+                "flushed transient objects a previous agent left in the TPM"
+            );
         }
         let ek = ek::create_ek_object_2(&mut context, EK_ALGORITHM, None)
             .map_err(tpm_error("creating the EK"))?;
@@ -352,7 +355,8 @@ fn load_or_create_ak(
 ) -> Result<(Private, Public), String> {
     let files = AkFiles::in_dir(dir);
     if files.public.exists() && files.private.exists() {
-        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
         let public = Public::unmarshall(&read(&files.public)?)
             .map_err(tpm_error("the stored AK public area"))?;
         let private = Private::try_from(read(&files.private)?)
@@ -379,7 +383,7 @@ fn load_or_create_ak(
         0o600,
         Durability::Synced,
     )
-        .map_err(|e| format!("{}: {e}", files.private.display()))?;
+    .map_err(|e| format!("{}: {e}", files.private.display()))?;
     fogshell_shared::files::write_atomically(&files.public, &public, 0o600, Durability::Synced)
         .map_err(|e| format!("{}: {e}", files.public.display()))?;
     Ok((created.out_private, created.out_public))

@@ -861,8 +861,13 @@ impl ControlPlane {
                 session.profile
             );
             tracing::warn!(session_id = %session.session_id, %why, "ending a session");
-            self.end_because(session, TerminationCause::TrustLost, Actor::System, Some(why))
-                .await?;
+            self.end_because(
+                session,
+                TerminationCause::TrustLost,
+                Actor::System,
+                Some(why),
+            )
+            .await?;
         }
         Ok(())
     }

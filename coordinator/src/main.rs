@@ -162,7 +162,7 @@ struct ServeArgs {
     #[arg(long)]
     oidc_client_scope: Option<String>,
     /// Session profiles, a TOML file of tables `[NAME]` with `cpu_millis`, `memory_bytes`,
-    /// `pids`, and optionally `network` and `min_trust_tier`; `default` (1 CPU, 512 MiB, 256
+    /// `pids`, and optionally `network`, `min_trust_tier` and `on_trust_loss`; `default` (1 CPU, 512 MiB, 256
     /// pids) is built in unless the file redefines it.
     #[arg(long)]
     profiles: Option<std::path::PathBuf>,
@@ -384,7 +384,9 @@ fn record_reference(
     use fogshell_coordinator::attestation::state::AttestationState;
     let state = AttestationState::open(data_dir)?;
     let record = state.node(node).ok_or_else(|| {
-        format!("node {node} has not enrolled its TPM with this coordinator (see `attestation show`)")
+        format!(
+            "node {node} has not enrolled its TPM with this coordinator (see `attestation show`)"
+        )
     })?;
     let mut references = state.references()?;
     let values = record.last_pcrs;
@@ -399,7 +401,10 @@ fn record_reference(
         }
     };
     state.put_references(&references)?;
-    println!("recorded {} PCR values of {node} as the reference for {scope}", values.len());
+    println!(
+        "recorded {} PCR values of {node} as the reference for {scope}",
+        values.len()
+    );
     Ok(())
 }
 
@@ -411,7 +416,10 @@ fn show_attestation(data_dir: &std::path::Path) -> Result<(), String> {
         "nodes": state.nodes(),
         "references": state.references()?,
     });
-    println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 

@@ -27,6 +27,7 @@ impl fabric::FabricHooks for FleetOnly {
     }
     fn node_event(&self, _: &NodeId, _: fogshell_shared::wire::NodeEvent) {}
     fn node_lost(&self, _: &NodeId) {}
+    fn trust_lost(&self, _: &NodeId, _: &str) {}
     fn record(&self, _: fogshell_shared::audit::Outcome, _: fogshell_shared::audit::AuditEvent) {}
 }
 

@@ -369,7 +369,10 @@ impl Stack {
             spec.region, spec.tier, spec.slots
         );
         if let Some(tcti) = &spec.tpm {
-            config.insert_str(config.find("[node.labels]").unwrap_or(0), &format!("tpm = \"{tcti}\"\n"));
+            config.insert_str(
+                config.find("[node.labels]").unwrap_or(0),
+                &format!("tpm = \"{tcti}\"\n"),
+            );
         }
         for (key, value) in spec.labels {
             config.push_str(&format!("{key} = \"{value}\"\n"));

@@ -242,7 +242,11 @@ async fn an_attested_node_keeps_its_tier_only_while_its_pcrs_match() {
     assert_eq!(attested.len(), 1, "{attested:?}\n{}", stack.logs());
     assert_eq!(attested[0]["details"]["enrolled"], true);
     let failures = events_of(&events.body, "node.attestation_failed");
-    assert_eq!(failures.len(), 1, "recorded once, not every interval: {failures:?}");
+    assert_eq!(
+        failures.len(),
+        1,
+        "recorded once, not every interval: {failures:?}"
+    );
     assert!(
         events_of(&events.body, "policy.denied")
             .iter()
@@ -274,7 +278,11 @@ async fn an_attested_node_keeps_its_tier_only_while_its_pcrs_match() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let events = api
-            .get(&auditor, "/v1/events?event_type=node.attested", "/v1/events")
+            .get(
+                &auditor,
+                "/v1/events?event_type=node.attested",
+                "/v1/events",
+            )
             .await;
         let attested = events_of(&events.body, "node.attested");
         let enrolled: Vec<_> = attested.iter().map(|e| &e["details"]["enrolled"]).collect();
@@ -338,15 +346,19 @@ async fn unvouched_replaced_and_absent_tpms_leave_a_node_unattested() {
     ];
     loop {
         let events = api
-            .get(&auditor, "/v1/events?event_type=policy.denied&limit=1000", "/v1/events")
+            .get(
+                &auditor,
+                "/v1/events?event_type=policy.denied&limit=1000",
+                "/v1/events",
+            )
             .await;
         let denied = events_of(&events.body, "policy.denied");
         let missing: Vec<_> = wanted
             .iter()
             .filter(|(node, rule)| {
-                !denied.iter().any(|e| {
-                    e["details"]["subject"] == *node && e["details"]["rule_id"] == *rule
-                })
+                !denied
+                    .iter()
+                    .any(|e| e["details"]["subject"] == *node && e["details"]["rule_id"] == *rule)
             })
             .collect();
         if missing.is_empty() {

@@ -72,7 +72,9 @@ impl ManufacturerCas {
             .parsed()
             .map_err(|e| EvidenceError(format!("the EK certificate's key: {e}")))?;
         let PublicKey::RSA(rsa) = key else {
-            return Err(EvidenceError("the EK certificate is not for an RSA key".into()));
+            return Err(EvidenceError(
+                "the EK certificate is not for an RSA key".into(),
+            ));
         };
         let modulus = strip_leading_zeros(rsa.modulus);
         let exponent = rsa.try_exponent().ok();

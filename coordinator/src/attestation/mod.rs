@@ -83,7 +83,11 @@ impl AttestationConfig {
 pub fn parse_pcrs(text: &str) -> Result<PcrSet, String> {
     let mut indices = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let number = |s: &str| s.trim().parse::<u8>().map_err(|_| format!("{s:?} is no PCR index"));
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{s:?} is no PCR index"))
+        };
         match part.split_once('-') {
             Some((from, to)) => indices.extend(number(from)?..=number(to)?),
             None => indices.push(number(part)?),
@@ -330,6 +334,10 @@ mod tests {
             "PCR 7 differ from the reference"
         );
         quoted.remove(&0);
-        assert!(pcr_mismatches(&reference, &quoted).unwrap_err().contains("0, 7"));
+        assert!(
+            pcr_mismatches(&reference, &quoted)
+                .unwrap_err()
+                .contains("0, 7")
+        );
     }
 }

@@ -49,7 +49,11 @@ fn require(attributes: TpmaObject, flag: TpmaObject, name: &str) -> Result<(), E
 fn require_tpm_bound(attributes: TpmaObject) -> Result<(), EvidenceError> {
     require(attributes, TpmaObject::FIXED_TPM, "fixedTPM")?;
     require(attributes, TpmaObject::FIXED_PARENT, "fixedParent")?;
-    require(attributes, TpmaObject::SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin")
+    require(
+        attributes,
+        TpmaObject::SENSITIVE_DATA_ORIGIN,
+        "sensitiveDataOrigin",
+    )
 }
 
 /// The endorsement key: an RSA-2048 storage key of the TCG default template.
@@ -84,7 +88,8 @@ pub fn endorsement_key(public_area: &[u8]) -> Result<EndorsementKey, EvidenceErr
     if params.key_bits.value() != 2048 || modulus.len() != 256 {
         return Err(bad("the EK is not RSA-2048"));
     }
-    let aes_128 = matches!(params.symmetric.key_bits, TpmuSymKeyBits::Aes(bits) if bits.value() == 128);
+    let aes_128 =
+        matches!(params.symmetric.key_bits, TpmuSymKeyBits::Aes(bits) if bits.value() == 128);
     if params.symmetric.algorithm != TpmAlgId::Aes || !aes_128 {
         return Err(bad("the EK does not protect with AES-128"));
     }
@@ -144,7 +149,10 @@ pub fn attestation_key(public_area: &[u8]) -> Result<AttestationKey, EvidenceErr
 
 /// A P-256 field element or scalar as exactly 32 bytes (the TPM may drop leading zeros).
 fn fixed_32(value: &[u8], what: &str) -> Result<[u8; 32], EvidenceError> {
-    let value = value.strip_prefix(&[0][..]).filter(|_| value.len() == 33).unwrap_or(value);
+    let value = value
+        .strip_prefix(&[0][..])
+        .filter(|_| value.len() == 33)
+        .unwrap_or(value);
     if value.len() > 32 {
         return Err(bad(format!("{what} is longer than 32 bytes")));
     }
@@ -214,15 +222,16 @@ pub fn verify_quote(
         return Err(bad("the quote covers more than one PCR bank"));
     };
     let bitmap: &[u8] = &selection.pcr_select;
-    let covers_wanted = bitmap.len() >= 3
-        && bitmap[..3] == wanted
-        && bitmap[3..].iter().all(|b| *b == 0);
+    let covers_wanted =
+        bitmap.len() >= 3 && bitmap[..3] == wanted && bitmap[3..].iter().all(|b| *b == 0);
     if selection.hash != TpmAlgId::Sha256 || !covers_wanted {
         return Err(bad(format!("the quote does not cover {pcrs}")));
     }
     let indices: Vec<u8> = evidence.pcr_values.iter().map(|v| v.index).collect();
     if indices != pcrs.indices().collect::<Vec<_>>() {
-        return Err(bad(format!("the reported PCR values are not those of {pcrs}")));
+        return Err(bad(format!(
+            "the reported PCR values are not those of {pcrs}"
+        )));
     }
     if *info.pcr_digest != pcr_digest(&evidence.pcr_values) {
         return Err(bad(
@@ -258,6 +267,95 @@ mod tests {
             selection_bitmap(PcrSet::new([0, 7, 16]).unwrap()),
             [0b1000_0001, 0, 1]
         );
+    }
+
+    /// The fixture: a real swtpm's AK, EK and a quote (see the file's header).
+    struct Fixture {
+        ak: Vec<u8>,
+        ek: Vec<u8>,
+        evidence: QuoteEvidence,
+    }
+
+    const NONCE: [u8; 32] = [7; 32];
+
+    fn pcrs() -> PcrSet {
+        PcrSet::new([0, 7, 16]).unwrap()
+    }
+
+    fn fixture() -> Fixture {
+        let text = include_str!("testdata/swtpm-quote.txt");
+        let field = |name: &str| {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(' ')))
+                .unwrap();
+            hex::decode(line).unwrap()
+        };
+        Fixture {
+            ak: field("AK"),
+            ek: field("EK"),
+            evidence: QuoteEvidence {
+                attest: field("ATTEST"),
+                signature: field("SIG"),
+                pcr_values: pcrs()
+                    .indices()
+                    .map(|index| PcrValue {
+                        index,
+                        digest: [0; 32],
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_real_quote_verifies_and_its_keys_pass_the_checks() {
+        let fixture = fixture();
+        let ak = attestation_key(&fixture.ak).unwrap();
+        let ek = endorsement_key(&fixture.ek).unwrap();
+        assert_eq!(ek.modulus.len(), 256);
+        assert_eq!(ek.exponent, 65_537);
+        let values = verify_quote(&ak, &fixture.evidence, &NONCE, pcrs()).unwrap();
+        assert_eq!(values.len(), 3);
+        // The EK is no AK (it decrypts, it cannot sign), and the AK is no EK.
+        assert!(attestation_key(&fixture.ek).is_err());
+        assert!(endorsement_key(&fixture.ak).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_changed_byte_of_a_quote_is_refused(
+            in_signature: bool,
+            position: proptest::sample::Index,
+            flip in 1u8..,
+        ) {
+            let fixture = fixture();
+            let ak = attestation_key(&fixture.ak).unwrap();
+            let mut evidence = fixture.evidence;
+            let bytes = if in_signature { &mut evidence.signature } else { &mut evidence.attest };
+            let at = position.index(bytes.len());
+            bytes[at] ^= flip;
+            proptest::prop_assert!(verify_quote(&ak, &evidence, &NONCE, pcrs()).is_err());
+        }
+
+        #[test]
+        fn any_bytes_are_refused_or_parsed_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..700),
+            cut: proptest::sample::Index,
+        ) {
+            let _ = attestation_key(&bytes);
+            let _ = endorsement_key(&bytes);
+            // Truncated real structures reach deeper into the parsers than random bytes.
+            let fixture = fixture();
+            let _ = attestation_key(&fixture.ak[..cut.index(fixture.ak.len())]);
+            let _ = endorsement_key(&fixture.ek[..cut.index(fixture.ek.len())]);
+            let ak = attestation_key(&fixture.ak).unwrap();
+            let mut evidence = fixture.evidence;
+            evidence.attest.truncate(cut.index(evidence.attest.len()));
+            proptest::prop_assert!(verify_quote(&ak, &evidence, &NONCE, pcrs()).is_err());
+            evidence.attest = bytes;
+            proptest::prop_assert!(verify_quote(&ak, &evidence, &NONCE, pcrs()).is_err());
+        }
     }
 
     #[test]

@@ -128,7 +128,10 @@ async fn activate(link: &NodeLink, keys: &CheckedKeys) -> Result<(), Option<Refu
         Err(error) if link_gone(error.code) => Err(None),
         Err(error) => Err(Some(Refusal::new(
             "attestation.credential",
-            format!("credential activation failed on the node: {}", error.message),
+            format!(
+                "credential activation failed on the node: {}",
+                error.message
+            ),
         ))),
     }
 }
@@ -182,7 +185,10 @@ impl Conversation<'_> {
         };
         let values = tpm::verify_quote(&keys.ak, &evidence, &nonce, pcrs)
             .map_err(|e| Some(quote_refusal(e)))?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "quote verified");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "quote verified"
+        );
         if !*pinned {
             attestor
                 .enroll(self.node, keys, &values, now())

@@ -156,9 +156,11 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
             fleet: Arc::clone(&fleet),
             hooks: Arc::clone(&hooks),
         };
-        let attestation = AbortOnDrop(tokio::spawn(
-            watch.run(Arc::clone(&link), hello.clone(), generation),
-        ));
+        let attestation = AbortOnDrop(tokio::spawn(watch.run(
+            Arc::clone(&link),
+            hello.clone(),
+            generation,
+        )));
         loop {
             match reader.next::<AgentMessage>().await {
                 Ok(Some(AgentMessage::Heartbeat(hb))) => {

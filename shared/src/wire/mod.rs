@@ -135,7 +135,9 @@ impl Hello {
                 "a node needs at least one runtime driver".into(),
             ));
         }
-        self.tpm.as_ref().map_or(Ok(()), attest::TpmIdentity::validate)
+        self.tpm
+            .as_ref()
+            .map_or(Ok(()), attest::TpmIdentity::validate)
     }
 }
 
