@@ -50,4 +50,7 @@ chmod 1777 "$root/tmp"
 chmod 0700 "$root/root"
 
 python3 "$here/oci_layout.py" "$root" "$out" "$epoch" "busybox-static $version" home/user=1000:1000
+# What the image holds, for its SBOM and provenance (images/publish.sh): one line per Debian
+# package, `name version arch sha256-of-its-file-in-the-image`.
+echo "busybox-static $version $(dpkg --print-architecture) $(sha256sum /bin/busybox | cut -d' ' -f1)" >"$out/packages"
 echo "default image: $(cat "$out/digest") ($out)"

@@ -39,6 +39,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn heartbeat(&self, seq: u64) -> impl Future<Output = Heartbeat> + Send;
     /// News since the last call (shells that exited by themselves), sent with each heartbeat.
     fn events(&self) -> impl Future<Output = Vec<NodeEvent>> + Send;
+    /// The coordinator welcomed this connection: take its admission policy.
+    fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome);
     /// Carries out one command.
     fn execute(
         &self,
@@ -298,6 +300,7 @@ impl Link {
             }
         };
         tracing::info!(%node_id, version = welcome.version, "linked to the coordinator");
+        node.welcomed(&welcome);
         on_welcome();
         // Fencing: sessions the coordinator ended or moved while this node was away.
         for session_id in welcome.fence {

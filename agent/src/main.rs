@@ -202,7 +202,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     match config.node.driver {
         fogshell_shared::RuntimeDriver::Process => {
             let driver = ProcessRuntime::new(host, ProcessRuntime::default_shell());
-            let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
+            let report = AgentReport::new(node_id, &config, &state_dir, driver)?;
             runtime.block_on(serve(std::sync::Arc::new(report), &identity, &coordinator))
         }
         fogshell_shared::RuntimeDriver::Libcontainer => {
@@ -220,7 +220,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             let registry = RegistryClient::new(&config.registries);
             let driver = ContainerRuntime::new(host, images, Some(registry), &state_dir)
                 .in_cgroup(format!("/fogshell/{node_id}"));
-            let report = AgentReport::new(node_id, config.node.clone(), &state_dir, driver)?;
+            let report = AgentReport::new(node_id, &config, &state_dir, driver)?;
             runtime.block_on(serve(std::sync::Arc::new(report), &identity, &coordinator))
         }
     }

@@ -21,6 +21,7 @@ use crate::link::{Link, LocalNode};
 use crate::node_facts;
 use crate::runtime::{PtyStreams, Runtime, RuntimeError, SessionRequest};
 use crate::tpm::Tpm;
+use fogshell_shared::admission::AdmissionPolicy;
 
 /// The node id a node certificate (PEM) names.
 pub fn node_id_from_certificate(path: &Path) -> Result<NodeId, String> {
@@ -62,6 +63,11 @@ pub struct AgentReport<R> {
     runtime: R,
     /// The node's TPM, when it has one.
     tpm: Option<Tpm>,
+    /// The coordinator's admission policy, from the last welcome; until one arrives no image
+    /// runs (an image is checked against it before it starts).
+    admission: Mutex<Option<AdmissionPolicy>>,
+    /// Where image signatures and attestations are read.
+    artifacts: fogshell_supply::registry::Registry,
     /// Sessions whose exit was already reported, so each is reported once.
     exits_reported: Mutex<BTreeSet<SessionId>>,
 }
@@ -70,10 +76,11 @@ impl<R: Runtime> AgentReport<R> {
     /// A report for `runtime` on this machine; opens the TPM the configuration names.
     pub fn new(
         node_id: NodeId,
-        node: NodeSection,
+        config: &crate::config::AgentConfig,
         state_dir: &Path,
         runtime: R,
     ) -> Result<Self, String> {
+        let node = config.node.clone();
         let tpm = match &node.tpm {
             Some(tcti) => {
                 let tpm = Tpm::open(tcti, state_dir)?;
@@ -96,6 +103,8 @@ impl<R: Runtime> AgentReport<R> {
             state_dir: state_dir.to_path_buf(),
             runtime,
             tpm,
+            admission: Mutex::new(None),
+            artifacts: fogshell_supply::registry::Registry::new(config.registries.insecure.clone()),
             exits_reported: Mutex::new(BTreeSet::new()),
         })
     }
@@ -130,6 +139,10 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             running,
             tpm: self.tpm.as_ref().map(|t| t.identity().clone()),
         }
+    }
+
+    fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome) {
+        *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(welcome.admission.clone());
     }
 
     async fn heartbeat(&self, seq: u64) -> Heartbeat {
@@ -188,6 +201,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
     async fn execute(&self, command: Command) -> Result<CommandOutput, CommandError> {
         match command {
             Command::Allocate(spec) => {
+                self.admit(&spec.image_ref).await?;
                 let request = SessionRequest::from(&*spec);
                 let runtime_ref = self
                     .runtime
@@ -249,6 +263,34 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
 }
 
 impl<R> AgentReport<R> {
+    /// Checks an image against the coordinator's policy again, here, from this node's
+    /// registry view: an image the coordinator admitted but the registry now serves
+    /// differently, or re-signed, is refused before it runs.
+    async fn admit(&self, image: &fogshell_shared::ImageRef) -> Result<(), CommandError> {
+        let policy = self
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| CommandError {
+                code: ErrorCode::PolicyDenied,
+                message: "no admission policy from the coordinator yet".into(),
+            })?;
+        match fogshell_supply::admit(&self.artifacts, &policy, image).await {
+            Ok(verified) => {
+                tracing::info!(%image, verified = %verified.summary(), "image admitted on the node");
+                Ok(())
+            }
+            Err(denied) => {
+                tracing::warn!(%image, rule_id = denied.refusal.rule_id(), reason = %denied.reason, "image refused on the node");
+                Err(CommandError {
+                    code: ErrorCode::PolicyDenied,
+                    message: format!("{}: {}", denied.refusal.rule_id(), denied.reason),
+                })
+            }
+        }
+    }
+
     fn tpm(&self) -> Result<&Tpm, CommandError> {
         self.tpm.as_ref().ok_or_else(|| CommandError {
             code: ErrorCode::NotFound,

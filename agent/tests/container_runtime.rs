@@ -441,7 +441,10 @@ async fn a_container_whose_shim_died_is_reaped() {
     node.assert_nothing_left(&req);
 }
 
-fn with_registry(node: &Node, registry: &common::LocalRegistry) -> ContainerRuntime {
+fn with_registry(
+    node: &Node,
+    registry: &fogshell_e2e::registry::LocalRegistry,
+) -> ContainerRuntime {
     let host = ShimHost::new(
         &node.state_dir,
         PathBuf::from(env!("CARGO_BIN_EXE_fogshell-agent")),
@@ -471,7 +474,7 @@ fn default_digest() -> fogshell_shared::Digest {
 #[tokio::test]
 async fn images_are_pulled_by_digest_once_for_concurrent_sessions() {
     let node = Node::new();
-    let registry = common::LocalRegistry::start();
+    let registry = fogshell_e2e::registry::LocalRegistry::start();
     registry.push_layout(&default_image_layout(), "default", "fogshell/default");
     let runtime = with_registry(&node, &registry);
     let image: ImageRef = format!("{}/fogshell/default@{}", registry.addr, default_digest())
@@ -509,7 +512,7 @@ async fn images_are_pulled_by_digest_once_for_concurrent_sessions() {
 #[tokio::test]
 async fn a_tampered_blob_is_refused() {
     let node = Node::new();
-    let registry = common::LocalRegistry::start();
+    let registry = fogshell_e2e::registry::LocalRegistry::start();
     registry.push_layout(&default_image_layout(), "default", "fogshell/default");
     // Overwrite the layer in the registry's storage: it now serves other bytes under its digest.
     let manifest_bytes = std::fs::read(

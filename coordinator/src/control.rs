@@ -118,6 +118,7 @@ pub struct ControlPlane {
     attach: AttachTokens,
     profiles: Profiles,
     images: ImagePolicy,
+    admission: Arc<crate::admission::Admission>,
     placement: PlacementPolicy,
     /// `ws://host:port` or `wss://host:port`: where clients reach the gateway.
     public_ws: String,
@@ -170,6 +171,7 @@ impl ControlPlane {
         links: Arc<Links>,
         profiles: Profiles,
         images: ImagePolicy,
+        admission: Arc<crate::admission::Admission>,
         placement: PlacementPolicy,
         public_ws: String,
     ) -> Result<Self, String> {
@@ -186,6 +188,7 @@ impl ControlPlane {
             attach: AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?,
             profiles,
             images,
+            admission,
             placement,
             public_ws,
             changes: broadcast::channel(CHANGE_BACKLOG).0,
@@ -315,6 +318,16 @@ impl ControlPlane {
             ));
         };
         let image_ref = self.resolve_image(principal, request.image_ref.as_ref())?;
+        let (verified, cached) = self.admission.check(&image_ref).await.map_err(|denied| {
+            self.deny(
+                Some(&principal.tenant),
+                user(principal),
+                ErrorCode::PolicyDenied,
+                denied.refusal.rule_id(),
+                format!("{image_ref}: {}", denied.reason),
+                Some(image_ref.to_string()),
+            )
+        })?;
         let placement = self
             .decide(
                 &principal.tenant,
@@ -369,6 +382,12 @@ impl ControlPlane {
                         trust_tier: placement.trust_tier,
                         reasons: placement.reasons.clone(),
                     }),
+                    entry(tenant, Actor::System, Outcome::Success, AuditEvent::ImageAdmitted {
+                        session_id,
+                        image_ref: image_ref.clone(),
+                        verified: verified.summary(),
+                        cached,
+                    }),
                 ],
             })?;
             let spec = AllocateSpec {
@@ -409,8 +428,25 @@ impl ControlPlane {
                         // The node may still finish starting it: remove what it makes.
                         self.release_on_node(&node_id, session_id).await;
                     }
+                    if error.code == ErrorCode::PolicyDenied {
+                        // The node's own admission check refused the image (its registry now
+                        // serves something the policy does not admit): evidence, as any refusal.
+                        let (rule_id, reason) = error
+                            .message
+                            .split_once(": ")
+                            .filter(|(rule, _)| rule.starts_with("admission.") || rule.starts_with("image."))
+                            .unwrap_or(("node.refused", error.message.as_str()));
+                        return Err(self.deny(
+                            tenant,
+                            Actor::Node { node_id: node_id.clone() },
+                            ErrorCode::PolicyDenied,
+                            rule_id,
+                            format!("node {node_id} refused {image_ref}: {reason}"),
+                            Some(image_ref.to_string()),
+                        ));
+                    }
                     let code = match error.code {
-                        ErrorCode::Timeout | ErrorCode::NodeUnavailable | ErrorCode::PolicyDenied => error.code,
+                        ErrorCode::Timeout | ErrorCode::NodeUnavailable => error.code,
                         _ => ErrorCode::NoCapacity,
                     };
                     return Err(ApiError::new(code, format!("the node could not start the session: {}", error.message)));

@@ -9,6 +9,7 @@
 //! - [`fleet`]: the node registry and its liveness (connected, disconnected, lost).
 //! - [`join_tokens`]: single-use, expiring tokens that let a new node enroll.
 
+pub mod admission;
 pub mod api;
 pub mod attestation;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod control;
 pub mod error;
 pub mod fabric;
 pub mod fleet;
+pub mod image_cli;
 pub mod join_tokens;
 pub mod pki;
 pub mod server;

@@ -64,6 +64,10 @@ enum Command {
     /// TPM attestation: reference PCR values, pinned keys.
     #[command(subcommand)]
     Attestation(AttestationCommand),
+    /// Image signing and verification, cosign-compatible and offline: key pairs, signatures,
+    /// attestations (provenance, SBOM), and the admission check.
+    #[command(subcommand)]
+    Image(fogshell_coordinator::image_cli::ImageCommand),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -133,9 +137,17 @@ struct ServeArgs {
     /// The image sessions run when they name none, pinned: `registry/repo@sha256:…`.
     #[arg(long)]
     default_image: ImageRef,
-    /// Development mode: the default image may also be named by tag.
+    /// Development mode: the default image runs unverified and may be named by tag; every
+    /// other image is still checked against the admission policy.
     #[arg(long)]
     dev: bool,
+    /// The image admission policy (TOML: rules of repositories, trusted cosign keys, required
+    /// attestations, allowed builders, SBOM); required unless --dev.
+    #[arg(long, value_name = "FILE")]
+    admission_policy: Option<PathBuf>,
+    /// A registry (`host:port`) whose signatures are read over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
     /// How often agents send heartbeats (`500ms`, `1s`).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
@@ -312,6 +324,7 @@ fn main() -> ExitCode {
             record_reference(&data.data_dir, &node, group)
         }
         Command::Attestation(AttestationCommand::Show { data }) => show_attestation(&data.data_dir),
+        Command::Image(command) => fogshell_coordinator::image_cli::run(command),
         Command::Up(args) => up::up(up::Up {
             data_dir: args.data_dir,
             http: args.http,
@@ -488,6 +501,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             pcrs: args.attestation_pcrs,
             interval: args.attestation_interval,
         },
+        admission_policy: args.admission_policy,
+        insecure_registries: args.insecure_registries,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {

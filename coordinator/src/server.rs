@@ -87,6 +87,11 @@ pub struct ServerConfig {
     pub client_scope: String,
     /// TPM attestation of nodes.
     pub attestation: crate::attestation::AttestationConfig,
+    /// The image admission policy file (none: only `--dev` may start, running the default
+    /// image unverified).
+    pub admission_policy: Option<PathBuf>,
+    /// Registries (`host:port`) whose signatures are read over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 /// A started coordinator.
@@ -228,6 +233,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     };
     let verifier = Arc::new(OidcVerifier::new(oidc, http_client));
 
+    let policy = crate::admission::load_policy(
+        config.admission_policy.as_deref(),
+        config.images.dev_mode,
+        &config.images.default_image,
+    )?;
+    let admission = Arc::new(crate::admission::Admission::new(
+        policy,
+        config.insecure_registries.clone(),
+    ));
     let fleet = Arc::new(Fleet::new(config.lost_within));
     let links = Arc::new(Links::default());
     let control = Arc::new(ControlPlane::new(
@@ -236,6 +250,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         Arc::clone(&links),
         config.profiles.clone(),
         config.images.clone(),
+        Arc::clone(&admission),
         config.placement.clone(),
         public_ws,
     )?);
@@ -251,6 +266,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         heartbeat_interval: config.heartbeat_interval,
         enrollment: Arc::clone(&enrollment),
         attestor: Arc::new(config.attestation.attestor(&config.data_dir)?),
+        admission: Arc::new(admission.policy().clone()),
     };
     let state = Arc::new(AppState {
         control: Arc::clone(&control),

@@ -138,6 +138,8 @@ pub fn up(args: Up) -> Result<(), String> {
         node_cert_lifetime: fogshell_coordinator::fabric::enroll::NODE_CERT_VALIDITY,
         client_scope: fogshell_coordinator::auth::dev_issuer::DEV_SCOPES.into(),
         attestation: Default::default(),
+        admission_policy: None,
+        insecure_registries: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

@@ -177,6 +177,20 @@ pub enum AuditEvent {
         /// shell instead of an image.
         image_digest: Option<Digest>,
     },
+    /// A session's image passed admission (interfaces-v1 §2): its digest and what was
+    /// verified.
+    #[serde(rename = "image.admitted")]
+    ImageAdmitted {
+        /// The session.
+        session_id: SessionId,
+        /// The image, pinned.
+        image_ref: ImageRef,
+        /// What was verified (rule, signature, attestations, builders), or that dev mode ran
+        /// it unverified.
+        verified: String,
+        /// Whether the verdict came from the coordinator's cache.
+        cached: bool,
+    },
     /// A policy refused something, with the rule id (minimum set).
     #[serde(rename = "policy.denied")]
     PolicyDenied {
@@ -303,6 +317,9 @@ pub enum EventType {
     /// `node.attested`
     #[serde(rename = "node.attested")]
     NodeAttested,
+    /// `image.admitted`
+    #[serde(rename = "image.admitted")]
+    ImageAdmitted,
     /// `node.attestation_failed`
     #[serde(rename = "node.attestation_failed")]
     NodeAttestationFailed,
@@ -332,6 +349,7 @@ impl AuditEvent {
             Self::NodeCertificateRenewed { .. } => EventType::NodeCertificateRenewed,
             Self::NodeLost { .. } => EventType::NodeLost,
             Self::NodeAttested { .. } => EventType::NodeAttested,
+            Self::ImageAdmitted { .. } => EventType::ImageAdmitted,
             Self::NodeAttestationFailed { .. } => EventType::NodeAttestationFailed,
             Self::FailoverStarted { .. } => EventType::FailoverStarted,
             Self::FailoverCompleted { .. } => EventType::FailoverCompleted,

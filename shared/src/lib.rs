@@ -15,6 +15,7 @@
 //! - [`placement`], [`node`], [`ids`], [`image`], [`timestamp`], [`secret`]: the vocabulary
 //!   the others are written in.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod error;

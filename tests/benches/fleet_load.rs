@@ -39,6 +39,7 @@ const CAPACITY: Resources = Resources {
 };
 
 impl LocalNode for SimulatedNode {
+    fn welcomed(&self, _: &fogshell_shared::wire::Welcome) {}
     async fn hello(&self) -> Hello {
         Hello {
             versions: SUPPORTED_VERSIONS,

@@ -74,6 +74,7 @@ fn main() {
                     .attestor(dir.path())
                     .unwrap(),
             ),
+            admission: Arc::default(),
         };
         tokio::spawn(fabric::serve(endpoint, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));

@@ -9,6 +9,7 @@ pub mod api;
 pub mod issuer;
 pub mod netns;
 pub mod openapi;
+pub mod registry;
 pub mod relay;
 pub mod stack;
 pub mod swtpm;
@@ -50,12 +51,14 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 
 /// What `fogshell-coordinator serve` needs beyond `--listen` and `--data-dir` when a test
 /// exercises only the QUIC fabric: the API on a free loopback port with the development
-/// issuer, and a placeholder default image (no session is started).
+/// issuer, and a placeholder default image (no session is started), in dev mode (no
+/// admission policy).
 pub const FABRIC_ONLY_SERVE_ARGS: &[&str] = &[
     "--http",
     "127.0.0.1:0",
     "--plain-http",
     "--dev-issuer",
+    "--dev",
     "--default-image",
     "local/none@sha256:0000000000000000000000000000000000000000000000000000000000000000",
 ];

@@ -56,6 +56,8 @@ pub struct NodeSpec<'a> {
     pub netns: bool,
     /// Its TPM, as a TCTI string ([`crate::swtpm::Swtpm::tcti`]).
     pub tpm: Option<String>,
+    /// Registries (`host:port`) it pulls from over plain HTTP.
+    pub insecure_registries: Vec<String>,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -70,6 +72,7 @@ impl<'a> NodeSpec<'a> {
             delay: None,
             netns: false,
             tpm: None,
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -251,6 +254,9 @@ impl Stack {
                 ],
             })
             .args(["--default-image", &default_image()])
+            // The default image comes from an OCI layout, with no signatures to check: dev
+            // mode runs it unverified. Tests of admission bring a policy instead.
+            .args((!self.extra.iter().any(|a| a == "--admission-policy")).then_some("--dev"))
             .args(&self.extra)
             .env("RUST_LOG", "info,fogshell_coordinator=debug")
             .stdout(Stdio::piped())
@@ -368,6 +374,17 @@ impl Stack {
             "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
             spec.region, spec.tier, spec.slots
         );
+        if !spec.insecure_registries.is_empty() {
+            let quoted: Vec<String> = spec
+                .insecure_registries
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect();
+            config.insert_str(
+                0,
+                &format!("[registries]\ninsecure = [{}]\n", quoted.join(", ")),
+            );
+        }
         if let Some(tcti) = &spec.tpm {
             config.insert_str(
                 config.find("[node.labels]").unwrap_or(0),

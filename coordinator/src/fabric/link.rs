@@ -71,6 +71,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         heartbeat_interval,
         enrollment,
         attestor,
+        admission,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -142,6 +143,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
             heartbeat_interval_ms: u32::try_from(heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             fence,
+            admission: (*admission).clone(),
         });
         if let Err(error) = write_message(&mut send, &welcome).await {
             tracing::info!(%error, "could not welcome the node");

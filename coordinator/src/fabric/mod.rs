@@ -131,6 +131,8 @@ pub struct Fabric {
     pub enrollment: Arc<enroll::Enrollment>,
     /// TPM attestation of nodes that claim `attested`.
     pub attestor: Arc<crate::attestation::Attestor>,
+    /// The image admission policy agents check images against again.
+    pub admission: Arc<fogshell_shared::admission::AdmissionPolicy>,
 }
 
 impl std::fmt::Debug for Fabric {

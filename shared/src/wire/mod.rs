@@ -164,6 +164,9 @@ pub struct Welcome {
     /// Sessions the agent reported that the coordinator has moved or ended elsewhere: the
     /// agent terminates them (fencing: never two live copies of one session).
     pub fence: Vec<SessionId>,
+    /// The image admission policy: the agent checks every image against it again before it
+    /// runs it (defense in depth against a registry that serves the node something else).
+    pub admission: crate::admission::AdmissionPolicy,
 }
 
 /// The coordinator's refusal of a hello.

@@ -167,6 +167,18 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
             version: 1,
             heartbeat_interval_ms: 500,
             fence: vec![session()],
+            admission: crate::admission::AdmissionPolicy {
+                mode: crate::admission::Mode::Production,
+                dev_exempt: None,
+                rules: vec![crate::admission::Rule {
+                    name: "fogshell".into(),
+                    repositories: vec!["registry.example.org/fogshell/*".into()],
+                    keys: vec!["-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----\n".into()],
+                    require_predicates: vec![crate::admission::PROVENANCE_V02.into()],
+                    builder_ids: vec!["https://tekton.dev/chains/v2".into()],
+                    require_sbom: true,
+                }],
+            },
         }),
         CoordinatorMessage::Refusal(Refusal {
             code: ErrorCode::UnsupportedVersion,

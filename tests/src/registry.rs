@@ -1,0 +1,135 @@
+//! A real OCI registry for tests: Debian's `docker-registry` on a loopback port, fed by
+//! `skopeo`.
+
+use std::time::Duration;
+
+/// How long the registry may take to start.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A real OCI registry (Debian's `docker-registry`) on a loopback port, with filesystem
+/// storage in a temporary folder; stopped when dropped.
+#[derive(Debug)]
+pub struct LocalRegistry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The registry's storage folder.
+    pub storage: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    /// Starts one and waits until it answers.
+    pub fn start() -> Self {
+        let binary = "/usr/bin/docker-registry";
+        assert!(
+            std::path::Path::new(binary).exists(),
+            "{binary} is missing: install Debian's docker-registry (scripts/install-deps.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("registry.log");
+        let child = std::process::Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            addr,
+            storage,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Pushes image `name` of an OCI layout as `repository:tag`, digests unchanged (skopeo).
+    pub fn push_layout(&self, layout: &std::path::Path, name: &str, repository: &str) {
+        let status = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{name}", layout.display()))
+            .arg(format!("docker://{}/{repository}:latest", self.addr))
+            .status()
+            .expect("skopeo runs (scripts/install-deps.sh installs it)");
+        assert!(status.success(), "skopeo could not push {repository}");
+    }
+
+    /// How many times the registry served a GET for this path suffix.
+    pub fn gets(&self, path_suffix: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(path_suffix) && l.contains("\" 200 "))
+            .count()
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalRegistry {
+    /// Deletes the manifest `repository:tag` points at (as an attacker with write access to
+    /// the registry could).
+    pub fn delete_manifest(&self, repository: &str, tag: &str) {
+        let url = format!("http://{}/v2/{repository}/manifests", self.addr);
+        let head = std::process::Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!("{url}/{tag}"))
+            .output()
+            .expect("curl runs");
+        let headers = String::from_utf8_lossy(&head.stdout);
+        let digest = headers
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("docker-content-digest:")
+                    .map(|d| d.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no manifest {repository}:{tag}: {headers}"));
+        let status = std::process::Command::new("curl")
+            .args(["-sf", "-X", "DELETE"])
+            .arg(format!("{url}/{digest}"))
+            .status()
+            .expect("curl runs");
+        assert!(status.success(), "could not delete {repository}:{tag}");
+    }
+}

@@ -1,0 +1,396 @@
+//! Supply-chain admission against a real registry (Debian's `docker-registry` on loopback):
+//! the default image published by `images/publish.sh` — signed, with SLSA provenance and a
+//! CycloneDX SBOM as signed attestations — is admitted and runs; every way an image can fall
+//! short is refused with its own rule id, as a 403 whose evidence is the `policy.denied`
+//! event; and the agent checks again: an image whose signature vanished from the registry
+//! after the coordinator cached its admission does not start on the node.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fogshell_e2e::api::Api;
+use fogshell_e2e::registry::LocalRegistry;
+use fogshell_e2e::stack::{NodeSpec, Stack, default_layout};
+use fogshell_e2e::ws::Viewer;
+use fogshell_shared::admission::{CYCLONEDX, PROVENANCE_V02};
+use fogshell_shared::{Digest, ImageRef};
+use fogshell_supply::formats;
+use fogshell_supply::keys::PrivateKey;
+use fogshell_supply::registry::Registry;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse";
+const TEKTON: &str = "https://tekton.dev/chains/v2";
+
+fn coordinator() -> Command {
+    let mut command = Command::new(fogshell_e2e::binary("fogshell-coordinator"));
+    command.env("COSIGN_PASSWORD", PASSWORD);
+    command
+}
+
+fn succeed(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
+    assert!(out.status.success(), "{command:?} failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The registry, two keys (one trusted by the policy), and a second image.
+struct Bed {
+    registry: LocalRegistry,
+    dir: tempfile::TempDir,
+    /// Another build of the default image (another timestamp, so another digest).
+    variant: PathBuf,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let registry = LocalRegistry::start();
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["trusted", "rogue"] {
+            succeed(
+                coordinator()
+                    .args(["image", "keygen", "--output-prefix"])
+                    .arg(dir.path().join(name)),
+            );
+        }
+        let variant = dir.path().join("variant");
+        let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");
+        succeed(
+            Command::new(build)
+                .arg(&variant)
+                .env("SOURCE_DATE_EPOCH", "86400"),
+        );
+        Self {
+            registry,
+            dir,
+            variant,
+        }
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.key"))
+    }
+
+    fn repository(&self, name: &str) -> String {
+        format!("{}/fogshell/{name}", self.registry.addr)
+    }
+
+    /// `images/publish.sh`: push, sign, attest provenance (v0.2, v1) and SBOM.
+    fn publish(&self, layout: &Path, name: &str, key: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/publish.sh");
+        succeed(
+            Command::new(script)
+                .arg(layout)
+                .arg(self.repository(name))
+                .arg(self.key(key))
+                .env("COSIGN_PASSWORD", PASSWORD)
+                .env("FOGSHELL_INSECURE_REGISTRY", &self.registry.addr)
+                .env(
+                    "FOGSHELL_COORDINATOR",
+                    fogshell_e2e::binary("fogshell-coordinator"),
+                ),
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// Pushes a layout's image under `name`, unsigned; returns the pinned reference.
+    fn push(&self, layout: &Path, name: &str) -> String {
+        self.registry
+            .push_layout(layout, "default", &format!("fogshell/{name}"));
+        let digest = std::fs::read_to_string(layout.join("digest")).unwrap();
+        format!("{}@{}", self.repository(name), digest.trim())
+    }
+
+    fn sign(&self, image: &str, key: &str) {
+        succeed(
+            coordinator()
+                .args(["image", "sign", "--image", image, "--insecure-registry"])
+                .arg(&self.registry.addr)
+                .arg("--key")
+                .arg(self.key(key)),
+        );
+    }
+
+    fn attest(&self, image: &str, predicate_type: &str, predicate: &Value) {
+        let file = self.dir.path().join("predicate.json");
+        std::fs::write(&file, predicate.to_string()).unwrap();
+        succeed(
+            coordinator()
+                .args([
+                    "image",
+                    "attest",
+                    "--image",
+                    image,
+                    "--type",
+                    predicate_type,
+                ])
+                .args(["--insecure-registry", &self.registry.addr])
+                .arg("--key")
+                .arg(self.key("trusted"))
+                .arg("--predicate")
+                .arg(&file),
+        );
+    }
+
+    fn artifacts_client(&self) -> Registry {
+        Registry::new(vec![self.registry.addr.clone()])
+    }
+
+    fn policy(&self) -> PathBuf {
+        let path = self.dir.path().join("admission.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[rules]]\nname = \"fogshell\"\nrepositories = [\"{}/fogshell/*\"]\n\
+                 keys = [\"trusted.pub\"]\nrequire_predicates = [\"{PROVENANCE_V02}\"]\n\
+                 builder_ids = [\"{TEKTON}\"]\nrequire_sbom = true\n",
+                self.registry.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn provenance(builder: &str) -> Value {
+    json!({"builder": {"id": builder}, "buildType": "tekton.dev/v1beta1/TaskRun", "materials": []})
+}
+
+fn sbom() -> Value {
+    json!({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []})
+}
+
+fn pinned(image: &str) -> (ImageRef, Digest) {
+    let image: ImageRef = image.parse().unwrap();
+    let digest = image.digest().unwrap();
+    (image, digest)
+}
+
+async fn create(api: &Api, token: &str, image: &str) -> fogshell_e2e::api::Answer {
+    let body = json!({"profile": "default", "ttl_seconds": 600, "image_ref": image});
+    api.call(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some(token),
+        Some(&body),
+    )
+    .await
+}
+
+/// The rule id of the `policy.denied` event a refusal points at.
+async fn refusal_rule(api: &Api, admin: &str, answer: &fogshell_e2e::api::Answer) -> String {
+    let pointer = answer.body["evidence_pointer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no evidence: {}", answer.body));
+    let event = api.get(admin, pointer, "/v1/events/{id}").await;
+    assert_eq!(event.body["event_type"], "policy.denied", "{}", event.body);
+    event.body["details"]["rule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_signed_attested_images_with_an_sbom_run() {
+    let bed = Bed::new();
+    let layout = default_layout();
+    let good = bed.publish(&layout, "shell", "trusted");
+    let untrusted = bed.publish(&layout, "untrusted", "rogue");
+
+    let unsigned = bed.push(&layout, "unsigned");
+    let no_sbom = bed.push(&layout, "no-sbom");
+    bed.sign(&no_sbom, "trusted");
+    bed.attest(&no_sbom, PROVENANCE_V02, &provenance(TEKTON));
+    let no_provenance = bed.push(&layout, "no-provenance");
+    bed.sign(&no_provenance, "trusted");
+    bed.attest(&no_provenance, CYCLONEDX, &sbom());
+    let foreign_builder = bed.push(&layout, "foreign-builder");
+    bed.sign(&foreign_builder, "trusted");
+    bed.attest(
+        &foreign_builder,
+        PROVENANCE_V02,
+        &provenance("https://ci.evil.example/builder"),
+    );
+    bed.attest(&foreign_builder, CYCLONEDX, &sbom());
+
+    // A signed provenance whose unsigned annotation claims it is an SBOM.
+    let lying = bed.push(&layout, "lying");
+    bed.sign(&lying, "trusted");
+    bed.attest(&lying, PROVENANCE_V02, &provenance(TEKTON));
+    let key = PrivateKey::from_encrypted_pem(
+        &std::fs::read_to_string(bed.key("trusted")).unwrap(),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let (lying_ref, lying_digest) = pinned(&lying);
+    let envelope = formats::attest(
+        &key,
+        &bed.repository("lying"),
+        &lying_digest,
+        PROVENANCE_V02,
+        provenance(TEKTON),
+    );
+    bed.artifacts_client()
+        .append(
+            &lying_ref,
+            &formats::attestation_tag(&lying_digest),
+            serde_json::to_vec(&envelope).unwrap(),
+            formats::DSSE_MEDIA_TYPE,
+            vec![(formats::PREDICATE_ANNOTATION.into(), CYCLONEDX.into())],
+        )
+        .await
+        .unwrap();
+
+    // Another image carrying the good image's signature, or its attestations.
+    let (good_ref, good_digest) = pinned(&good);
+    let good_artifacts = bed
+        .artifacts_client()
+        .artifacts(&good_ref, &good_digest)
+        .await
+        .unwrap();
+    let copied_signature = bed.push(&bed.variant, "copied-signature");
+    let copied_attestations = bed.push(&bed.variant, "copied-attestations");
+    bed.sign(&copied_attestations, "trusted");
+    for (target, copy_signature) in [(&copied_signature, true), (&copied_attestations, false)] {
+        let (image, digest) = pinned(target);
+        if copy_signature {
+            for layer in &good_artifacts.signatures {
+                let signature = layer.signature.clone().unwrap();
+                bed.artifacts_client()
+                    .append(
+                        &image,
+                        &formats::signature_tag(&digest),
+                        layer.payload.clone(),
+                        formats::SIMPLE_SIGNING_MEDIA_TYPE,
+                        vec![(formats::SIGNATURE_ANNOTATION.into(), signature)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        } else {
+            for layer in &good_artifacts.attestations {
+                bed.artifacts_client()
+                    .append(
+                        &image,
+                        &formats::attestation_tag(&digest),
+                        layer.envelope.clone(),
+                        formats::DSSE_MEDIA_TYPE,
+                        vec![(
+                            formats::PREDICATE_ANNOTATION.into(),
+                            layer.annotated_type.clone().unwrap(),
+                        )],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    let policy = bed.policy();
+    let mut stack = Stack::coordinator_only(&[
+        "--admission-policy",
+        policy.to_str().unwrap(),
+        "--insecure-registry",
+        &bed.registry.addr,
+    ]);
+    stack.add(&NodeSpec {
+        insecure_registries: vec![bed.registry.addr.clone()],
+        ..NodeSpec::new("fog-a")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let admin = stack.issuer.token("admin", "ops");
+
+    let cases = [
+        (unsigned.clone(), "admission.unsigned"),
+        (untrusted, "admission.untrusted_signature"),
+        (copied_signature, "admission.signature_for_another_image"),
+        (
+            copied_attestations,
+            "admission.attestation_for_another_image",
+        ),
+        (no_provenance, "admission.missing_attestation"),
+        (foreign_builder, "admission.builder_not_allowed"),
+        (no_sbom, "admission.sbom_missing"),
+        (lying, "admission.predicate_type_mismatch"),
+        (
+            format!("{}:latest", bed.repository("shell")),
+            "image.unpinned",
+        ),
+        (
+            format!("{}/elsewhere/shell@{good_digest}", bed.registry.addr),
+            "admission.no_rule",
+        ),
+        // The default image (dev mode would run it unverified; production does not).
+        (fogshell_e2e::stack::default_image(), "admission.no_rule"),
+    ];
+    for (image, rule) in &cases {
+        let answer = create(&api, &alice, image).await;
+        assert!(
+            answer.status == 403 || (answer.status == 422 && *rule == "image.unpinned"),
+            "{image}: {} {}",
+            answer.status,
+            answer.body
+        );
+        assert_eq!(
+            refusal_rule(&api, &admin, &answer).await,
+            *rule,
+            "{image}: {}",
+            answer.body
+        );
+    }
+
+    // The good image runs.
+    let created = create(&api, &alice, &good).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer.type_bytes(b"echo \"ver\"\"ified\"\n").await;
+    viewer
+        .expect_output("verified", Duration::from_secs(20))
+        .await;
+    let again = create(&api, &alice, &good).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    let events = api
+        .get(&admin, "/v1/events?event_type=image.admitted", "/v1/events")
+        .await;
+    let admitted: Vec<&Value> = events.body["items"].as_array().unwrap().iter().collect();
+    assert_eq!(admitted.len(), 2, "{admitted:?}");
+    let verified = admitted[0]["details"]["verified"].as_str().unwrap();
+    for part in ["cosign signature", PROVENANCE_V02, CYCLONEDX, TEKTON] {
+        assert!(verified.contains(part), "{verified}");
+    }
+    assert_eq!(admitted[0]["details"]["cached"], false);
+    assert_eq!(admitted[1]["details"]["cached"], true);
+
+    // The signature disappears from the registry: the coordinator's cached admission still
+    // passes, the node's own check does not. (The two sessions end first: the node has room
+    // for two.)
+    for session in [&created, &again] {
+        let id = session.body["session_id"].as_str().unwrap();
+        let path = format!("/v1/sessions/{id}");
+        let deleted = api
+            .call("DELETE", &path, "/v1/sessions/{id}", Some(&alice), None)
+            .await;
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+    }
+    bed.registry
+        .delete_manifest("fogshell/shell", &formats::signature_tag(&good_digest));
+    let refused = create(&api, &alice, &good).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        refusal_rule(&api, &admin, &refused).await,
+        "admission.unsigned"
+    );
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("node fog-a refused"),
+        "{}",
+        refused.body
+    );
+    stack.verify_audit();
+}
