@@ -164,14 +164,14 @@ fn entry(
 }
 
 impl ControlPlane {
-    /// A control plane over `store`, placing on `fleet` and commanding through `links`.
+    /// A control plane over `store`, placing on `fleet` and commanding through `links`; its
+    /// images named by `images` and checked by `admission`.
     pub fn new(
         store: Arc<dyn Store>,
         fleet: Arc<Fleet>,
         links: Arc<Links>,
         profiles: Profiles,
-        images: ImagePolicy,
-        admission: Arc<crate::admission::Admission>,
+        (images, admission): (ImagePolicy, Arc<crate::admission::Admission>),
         placement: PlacementPolicy,
         public_ws: String,
     ) -> Result<Self, String> {

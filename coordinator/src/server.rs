@@ -249,8 +249,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         Arc::clone(&fleet),
         Arc::clone(&links),
         config.profiles.clone(),
-        config.images.clone(),
-        Arc::clone(&admission),
+        (config.images.clone(), Arc::clone(&admission)),
         config.placement.clone(),
         public_ws,
     )?);

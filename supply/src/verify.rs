@@ -239,3 +239,136 @@ fn check_signature(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+    use fogshell_shared::admission::{CYCLONEDX, PROVENANCE_V1, PROVENANCE_V02};
+    use serde_json::json;
+
+    const TEKTON: &str = "https://tekton.dev/chains/v2";
+
+    fn rule(key: &PrivateKey) -> Rule {
+        Rule {
+            name: "r".into(),
+            repositories: vec!["r.io/*".into()],
+            keys: vec![key.public().to_pem()],
+            require_predicates: vec![PROVENANCE_V02.into()],
+            builder_ids: vec![TEKTON.into()],
+            require_sbom: true,
+        }
+    }
+
+    fn signature(key: &PrivateKey, digest: &Digest) -> SignatureLayer {
+        let payload = formats::simple_signing_payload("r.io/shell", digest);
+        SignatureLayer {
+            signature: Some(STANDARD.encode(key.sign(&payload))),
+            payload,
+        }
+    }
+
+    fn attestation(
+        key: &PrivateKey,
+        digest: &Digest,
+        kind: &str,
+        predicate: serde_json::Value,
+    ) -> AttestationLayer {
+        let envelope = formats::attest(key, "r.io/shell", digest, kind, predicate);
+        AttestationLayer {
+            annotated_type: Some(kind.into()),
+            envelope: serde_json::to_vec(&envelope).unwrap(),
+        }
+    }
+
+    fn complete(key: &PrivateKey, digest: &Digest) -> Artifacts {
+        Artifacts {
+            signatures: vec![signature(key, digest)],
+            attestations: vec![
+                attestation(
+                    key,
+                    digest,
+                    PROVENANCE_V02,
+                    json!({"builder": {"id": TEKTON}}),
+                ),
+                attestation(
+                    key,
+                    digest,
+                    PROVENANCE_V1,
+                    json!({"runDetails": {"builder": {"id": TEKTON}}}),
+                ),
+                attestation(key, digest, CYCLONEDX, json!({"components": []})),
+            ],
+        }
+    }
+
+    #[test]
+    fn each_shortfall_has_its_own_refusal() {
+        let key = PrivateKey::generate();
+        let rogue = PrivateKey::generate();
+        let digest = Digest::from_bytes([1; 32]);
+        let other = Digest::from_bytes([2; 32]);
+        let rule = rule(&key);
+        let keys = rule_keys(&rule).unwrap();
+        let judge = |artifacts: &Artifacts| verify(&digest, &rule, &keys, artifacts);
+
+        let verified = judge(&complete(&key, &digest)).unwrap();
+        assert_eq!(verified.builders, vec![TEKTON, TEKTON]);
+        assert_eq!(verified.predicates.len(), 3);
+
+        let refusal = |artifacts: Artifacts| judge(&artifacts).unwrap_err().refusal;
+        let mut a = complete(&key, &digest);
+        a.signatures.clear();
+        assert_eq!(refusal(a), Refusal::Unsigned);
+        let mut a = complete(&key, &digest);
+        a.signatures = vec![signature(&rogue, &digest)];
+        assert_eq!(refusal(a), Refusal::UntrustedSignature);
+        let mut a = complete(&key, &digest);
+        a.signatures = vec![signature(&key, &other)];
+        assert_eq!(refusal(a), Refusal::SignatureForAnotherImage);
+        let mut a = complete(&key, &digest);
+        a.attestations = complete(&key, &other).attestations;
+        assert_eq!(refusal(a), Refusal::AttestationForAnotherImage);
+        let mut a = complete(&key, &digest);
+        a.attestations
+            .retain(|l| l.annotated_type.as_deref() == Some(CYCLONEDX));
+        assert_eq!(refusal(a), Refusal::MissingAttestation);
+        let mut a = complete(&key, &digest);
+        a.attestations[0] = attestation(
+            &key,
+            &digest,
+            PROVENANCE_V02,
+            json!({"builder": {"id": "evil"}}),
+        );
+        assert_eq!(refusal(a), Refusal::BuilderNotAllowed);
+        let mut a = complete(&key, &digest);
+        a.attestations.pop();
+        assert_eq!(refusal(a), Refusal::SbomMissing);
+        let mut a = complete(&key, &digest);
+        a.attestations[0].annotated_type = Some(CYCLONEDX.into());
+        assert_eq!(refusal(a), Refusal::PredicateTypeMismatch);
+        // Attestations by an untrusted key count for nothing.
+        let mut a = complete(&key, &digest);
+        a.attestations = complete(&rogue, &digest).attestations;
+        assert_eq!(refusal(a), Refusal::MissingAttestation);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_artifacts_are_judged_without_panicking(
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            envelope in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            signature in proptest::option::of("[A-Za-z0-9+/=]{0,100}"),
+            annotated in proptest::option::of(".{0,40}"),
+        ) {
+            let key = PrivateKey::generate();
+            let digest = Digest::from_bytes([1; 32]);
+            let artifacts = Artifacts {
+                signatures: vec![SignatureLayer { payload, signature }],
+                attestations: vec![AttestationLayer { annotated_type: annotated, envelope }],
+            };
+            let rule = rule(&key);
+            proptest::prop_assert!(verify(&digest, &rule, &rule_keys(&rule).unwrap(), &artifacts).is_err());
+        }
+    }
+}
