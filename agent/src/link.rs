@@ -493,6 +493,10 @@ async fn serve_terminal<N: LocalNode>(
                         .send(&ShimRequest::Resize(size))
                         .await
                         .map_err(|e| e.to_string())?,
+                    Ok(Some(PtyMessage::Ack { offset })) => input
+                        .send(&ShimRequest::Ack { offset })
+                        .await
+                        .map_err(|e| e.to_string())?,
                     Ok(Some(PtyMessage::Exit { .. } | PtyMessage::Start { .. })) => {
                         return Err("an output message sent down a terminal".to_string());
                     }

@@ -209,6 +209,9 @@ function statusText(frame) {
 // ---------------------------------------------------------------------------------------
 // The terminal.
 
+// Acknowledge drawn output every this many bytes (the node lets the shell run 64 KiB ahead).
+const ACK_EVERY = 16 * 1024;
+
 class TerminalView {
   constructor(element) {
     this.term = new Terminal({
@@ -281,6 +284,18 @@ class TerminalView {
     if (resumeAt !== null) url.searchParams.set("from_offset", String(resumeAt));
     const ws = new WebSocket(url);
     this.ws = ws;
+    // Flow control: acknowledge output once xterm.js has drawn it, so a flood (`yes`) runs
+    // only a small window ahead of the screen and Ctrl-C stops it at once.
+    let consumed = 0;
+    let acked = 0;
+    const drawn = (length) => {
+      consumed += length;
+      // The first output is acknowledged at once: from then on the node paces the shell.
+      if ((acked === 0 || consumed - acked >= ACK_EVERY) && ws.readyState === WebSocket.OPEN) {
+        acked = consumed;
+        ws.send(JSON.stringify({ type: "ack", bytes: consumed }));
+      }
+    };
     // Without an offset to resume from, the node replays its buffer: start from a clean screen.
     let fresh = reconnecting && resumeAt === null;
     ws.onmessage = (event) => {
@@ -293,7 +308,7 @@ class TerminalView {
       switch (frame.type) {
         case "stdout": {
           const bytes = base64ToBytes(frame.data_b64);
-          this.term.write(bytes);
+          this.term.write(bytes, () => drawn(bytes.length));
           if (this.offset !== null) this.offset += bytes.length;
           break;
         }

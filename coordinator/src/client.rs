@@ -305,6 +305,9 @@ async fn wait_for_callback(listener: &tokio::net::TcpListener) -> Result<String,
     }
 }
 
+/// How often `shell` acknowledges output: every this many bytes written to the terminal.
+const ACK_EVERY: u64 = 16 * 1024;
+
 async fn relay_terminal<S>(socket: tokio_tungstenite::WebSocketStream<S>) -> Result<i32, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -317,6 +320,7 @@ where
         .map_err(|e| format!("watching resizes: {e}"))?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut stdin_open = true;
+    let (mut consumed, mut acked) = (0u64, 0u64);
     let send = |frame: ClientFrame| Message::Text(frame.encode().into());
     loop {
         tokio::select! {
@@ -325,6 +329,13 @@ where
                     Ok(ServerFrame::Stdout(data)) => {
                         stdout.write_all(data.as_bytes()).await.map_err(|e| e.to_string())?;
                         stdout.flush().await.map_err(|e| e.to_string())?;
+                        // Flow control: what reached the terminal is acknowledged, so a flood
+                        // stays a small window ahead of it and Ctrl-C stops it at once.
+                        consumed += data.as_bytes().len() as u64;
+                        if acked == 0 || consumed - acked >= ACK_EVERY {
+                            acked = consumed;
+                            sink.send(send(ClientFrame::Ack { bytes: consumed })).await.map_err(|e| e.to_string())?;
+                        }
                     }
                     Ok(ServerFrame::Exit { code }) => return Ok(code),
                     Ok(ServerFrame::Status { state, reason, .. }) => {

@@ -117,6 +117,15 @@ pub enum ClientFrame {
     Stdin(StdinData),
     /// The terminal's new size.
     Resize(TermSize),
+    /// Flow control, optional (an extension of the seed's frames; clients that never send it
+    /// get output as fast as the connection takes it): `{"type":"ack","bytes":N}` says the
+    /// client has consumed — written to its screen — the first `N` bytes of `stdout` payload
+    /// this socket carried. The shell then runs at most a small window ahead of the client,
+    /// so a flood stopped by Ctrl-C leaves little queued.
+    Ack {
+        /// Consumed `stdout` payload bytes on this socket, cumulative.
+        bytes: u64,
+    },
 }
 
 /// Input bytes, at most [`MAX_PAYLOAD_BYTES`].
@@ -357,6 +366,13 @@ impl ClientFrame {
                     .map(Self::Resize)
                     .ok_or_else(out_of_range)
             }
+            "ack" => match integer_field(&object, "ack", "bytes")? {
+                Some(bytes) => Ok(Self::Ack { bytes }),
+                None => Err(FrameError::InvalidField {
+                    field: "bytes",
+                    expected: "a non-negative integer",
+                }),
+            },
             other => Err(unknown_type(other)),
         }
     }
@@ -369,6 +385,7 @@ impl ClientFrame {
                 r#"{{"type":"resize","cols":{},"rows":{}}}"#,
                 size.cols, size.rows
             ),
+            Self::Ack { bytes } => format!(r#"{{"type":"ack","bytes":{bytes}}}"#),
         }
     }
 }
@@ -719,5 +736,19 @@ mod tests {
     fn extra_fields_are_ignored_for_forward_compatibility() {
         let f = ClientFrame::decode(r#"{"type":"resize","cols":80,"rows":24,"seq":9}"#).unwrap();
         assert_eq!(f, ClientFrame::Resize(TermSize::new(80, 24).unwrap()));
+    }
+
+    #[test]
+    fn acks_carry_a_byte_count() {
+        let ack = ClientFrame::decode(r#"{"type":"ack","bytes":65536}"#).unwrap();
+        assert_eq!(ack, ClientFrame::Ack { bytes: 65536 });
+        assert_eq!(ClientFrame::decode(&ack.encode()), Ok(ack));
+        for bad in [
+            r#"{"type":"ack"}"#,
+            r#"{"type":"ack","bytes":-1}"#,
+            r#"{"type":"ack","bytes":"9"}"#,
+        ] {
+            assert!(ClientFrame::decode(bad).is_err(), "{bad}");
+        }
     }
 }

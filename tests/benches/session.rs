@@ -202,6 +202,10 @@ fn main() {
                 viewer: Viewer::attach(&created.body["attach"]).await,
                 consumed: 0,
             };
+            // As the console does: acknowledge consumed output (flow control).
+            if std::env::var_os("FOGSHELL_BENCH_NO_ACKS").is_none() {
+                remote.viewer.acknowledge();
+            }
             remote.wait_for(b"$ ").await;
             f.start_ms.push(started.elapsed().as_secs_f64() * 1e3);
 

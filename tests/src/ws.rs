@@ -20,7 +20,12 @@ pub struct Viewer {
     pub frames: Vec<Value>,
     /// The close code, once closed.
     pub closed: Option<u16>,
+    /// With flow control on ([`Viewer::acknowledge`]): `stdout` bytes consumed and acknowledged.
+    acks: Option<(u64, u64)>,
 }
+
+/// How often a viewer with flow control acknowledges: every this many `stdout` bytes.
+pub const ACK_EVERY: u64 = 16 * 1024;
 
 /// How an HTTP request for the upgrade was answered when it was refused.
 #[derive(Debug)]
@@ -61,6 +66,7 @@ impl Viewer {
                 output: Vec::new(),
                 frames: Vec::new(),
                 closed: None,
+                acks: None,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
                 status: response.status().as_u16(),
@@ -81,6 +87,12 @@ impl Viewer {
         Self::connect(url, token, 80, 24)
             .await
             .unwrap_or_else(|refused| panic!("attach refused: {} {}", refused.status, refused.body))
+    }
+
+    /// Turns on flow control: from now on the viewer acknowledges the output it consumed
+    /// (`{"type":"ack","bytes":N}`), as the console does.
+    pub fn acknowledge(&mut self) {
+        self.acks.get_or_insert((0, 0));
     }
 
     /// Sends raw text (for malformed-frame tests).
@@ -121,6 +133,19 @@ impl Viewer {
                         .decode(frame["data_b64"].as_str().expect("data_b64"))
                         .expect("base64");
                     self.output.extend_from_slice(&data);
+                    if let Some((consumed, acked)) = &mut self.acks {
+                        *consumed += data.len() as u64;
+                        // The first output is acknowledged at once: from then on the node
+                        // knows this viewer paces the shell.
+                        if *acked == 0 || *consumed - *acked >= ACK_EVERY {
+                            *acked = *consumed;
+                            let ack = json!({"type": "ack", "bytes": *consumed}).to_string();
+                            if self.socket.send(Message::Text(ack.into())).await.is_err() {
+                                self.closed.get_or_insert(1006);
+                                return false;
+                            }
+                        }
+                    }
                 } else {
                     self.frames.push(frame);
                 }

@@ -226,3 +226,31 @@ async fn malformed_frames_get_an_error_and_a_close_code_and_the_shell_carries_on
     steady.type_bytes(b"echo \"sti\"\"ll here\"\n").await;
     steady.expect_output("still here", WAIT).await;
 }
+
+/// Flow control: a viewer that acknowledges what it consumed keeps the shell within a small
+/// window of its screen. It stops reading while `yes` floods: the shell must stop with it, so
+/// what still arrives after Ctrl-C is about one window, not the megabytes the sockets between
+/// would hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledging_viewer_holds_a_flood_to_a_small_window() {
+    let stack = Stack::start();
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let mut viewer = attach(&created.body).await;
+    viewer.acknowledge();
+    viewer.expect_output("$ ", WAIT).await;
+    viewer.type_bytes(b"yes\n").await;
+    viewer.expect_output("y\r\ny\r\n", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    viewer.output.clear();
+    viewer.type_bytes(b"\x03").await;
+    viewer.expect_output("$ ", WAIT).await;
+    let after = viewer.output.len();
+    println!("{after} bytes arrived after Ctrl-C");
+    assert!(
+        after < 256 * 1024,
+        "{after} bytes were still queued: the flood did not wait for the viewer"
+    );
+}

@@ -16,12 +16,13 @@ pub mod client;
 pub mod protocol;
 pub mod ring;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fogshell_shared::wire::{Decoder, encode};
@@ -32,6 +33,11 @@ use self::ring::OutputRing;
 
 /// Output kept for viewers that reconnect (the lossless-resume window).
 pub const RING_BYTES: usize = 1024 * 1024;
+
+/// How far the shell may run ahead of the most advanced viewer that acknowledges what it
+/// consumed: what a flood stopped by Ctrl-C can still leave queued on the way to the screen.
+/// Large enough that the acknowledgements' round trip does not slow a fast viewer.
+pub const FLOW_WINDOW: u64 = 64 * 1024;
 
 /// How long a write to a viewer may block before the viewer is dropped: a stuck agent must
 /// not stall the shell's output forever.
@@ -55,11 +61,31 @@ struct State {
     ring: OutputRing,
     /// Every attached viewer (one per agent connection that sent `Attach`), by connection id.
     viewers: Vec<(u64, UnixStream)>,
+    /// What the viewers that acknowledge have consumed, by connection id.
+    acked: BTreeMap<u64, u64>,
     exited: Option<i32>,
+}
+
+impl State {
+    /// Whether the terminal must not be read now: some viewer acknowledges, and even the most
+    /// advanced of them is a whole window behind.
+    fn flow_blocked(&self) -> bool {
+        self.acked
+            .values()
+            .max()
+            .is_some_and(|acked| self.ring.end() >= acked.saturating_add(FLOW_WINDOW))
+    }
+
+    /// Forgets a viewer's flow state.
+    fn forget(&mut self, id: u64) {
+        self.acked.remove(&id);
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when a viewer acknowledges or leaves: the terminal may be read again.
+    room: Condvar,
     pid: i32,
 }
 
@@ -79,12 +105,14 @@ fn broadcast(state: &mut State, event: &ShimEvent) {
         return;
     }
     let Ok(bytes) = encode(event) else { return };
+    let acked = &mut state.acked;
     state
         .viewers
         .retain_mut(|(id, viewer)| match viewer.write_all(&bytes) {
             Ok(()) => true,
             Err(error) => {
                 tracing::info!(viewer = *id, %error, "viewer gone or stuck; disconnecting it");
+                acked.remove(id);
                 // Shut the connection, not just this handle: the agent must see the end, not
                 // a terminal that silently stopped.
                 let _ = viewer.shutdown(std::net::Shutdown::Both);
@@ -192,8 +220,10 @@ pub fn run(dir: &Path) -> Result<(), String> {
         state: Mutex::new(State {
             ring: OutputRing::new(RING_BYTES),
             viewers: Vec::new(),
+            acked: BTreeMap::new(),
             exited: None,
         }),
+        room: Condvar::new(),
         pid,
     });
     let (lifecycle_tx, lifecycle_rx) = mpsc::channel();
@@ -266,6 +296,18 @@ fn pump_output(mut reader: Box<dyn Read + Send>, shared: &Shared) {
     // every hop holds about one message, so this bounds what a flood leaves queued.
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        // Flow control: while the viewers that acknowledge are a window behind, the shell's
+        // writes block on the full terminal, as on a real terminal whose reader is slow.
+        {
+            let mut state = shared.lock();
+            while state.flow_blocked() {
+                state = shared
+                    .room
+                    .wait_timeout(state, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
         let n = match reader.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
@@ -300,7 +342,12 @@ fn accept_viewers(
         let lifecycle = lifecycle.clone();
         std::thread::spawn(move || {
             let result = serve_viewer(id, conn, &shared, &controls, &lifecycle);
-            shared.lock().viewers.retain(|(v, _)| *v != id);
+            {
+                let mut state = shared.lock();
+                state.viewers.retain(|(v, _)| *v != id);
+                state.forget(id);
+            }
+            shared.room.notify_all();
             if let Err(error) = result {
                 tracing::info!(%error, "viewer connection ended");
             }
@@ -349,6 +396,8 @@ fn handle_request(
             // Under the state lock, so no live output slips between the replay and the join.
             let mut state = shared.lock();
             state.viewers.retain(|(v, _)| *v != id);
+            state.forget(id);
+            shared.room.notify_all();
             let (start, data) = state.ring.since(from_offset);
             let replayed = (|| {
                 send_to(&mut viewer, &ShimEvent::Attached { from_offset: start })?;
@@ -375,6 +424,14 @@ fn handle_request(
         }
         ShimRequest::Release => {
             let _ = lifecycle.send(Lifecycle::Release);
+        }
+        ShimRequest::Ack { offset } => {
+            let mut state = shared.lock();
+            let consumed = offset.min(state.ring.end());
+            let entry = state.acked.entry(id).or_insert(consumed);
+            *entry = (*entry).max(consumed);
+            drop(state);
+            shared.room.notify_all();
         }
         ShimRequest::Status => {
             // Written under the state lock, so it cannot interleave with output to this

@@ -30,6 +30,12 @@ pub enum ShimRequest {
     Release,
     /// Ask how the shell is doing.
     Status,
+    /// The viewer on this connection has consumed the output up to `offset`: the shim reads
+    /// the terminal only while some acknowledging viewer is within the flow window.
+    Ack {
+        /// The first output offset not yet consumed.
+        offset: u64,
+    },
 }
 
 /// Shim → agent.

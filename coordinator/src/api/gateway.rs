@@ -177,6 +177,28 @@ impl Announcement {
     }
 }
 
+/// What a viewer's acknowledgements (`{"type":"ack","bytes":N}`) mean for the terminal
+/// it reads now: the client counts `stdout` bytes on its socket, the node counts the
+/// session's output; this ties the two together at the current terminal's start.
+#[derive(Debug, Default)]
+struct Flow {
+    /// `stdout` payload bytes sent on this socket.
+    sent: u64,
+    /// `sent` and the session's output offset when the current terminal's output began
+    /// (`None` until its node says where that is).
+    base: Option<(u64, u64)>,
+}
+
+impl Flow {
+    /// The session offset a client that consumed `bytes` has reached, if it has reached the
+    /// current terminal's output at all.
+    fn offset_for(&self, bytes: u64) -> Option<u64> {
+        let (base_sent, base_offset) = self.base?;
+        let consumed = bytes.min(self.sent).checked_sub(base_sent)?;
+        Some(base_offset + consumed)
+    }
+}
+
 /// How a terminal's output ended.
 enum Ended {
     /// The shell exited.
@@ -196,6 +218,7 @@ async fn pump(
     node: &fogshell_shared::NodeId,
     offset: &mut u64,
     announce: &mut Option<Announcement>,
+    flow: &Mutex<Flow>,
 ) -> Ended {
     let mut waiting: Option<PtyMessage> = None;
     loop {
@@ -229,6 +252,7 @@ async fn pump(
                     }
                 }
                 *offset += bytes.len() as u64;
+                flow.lock().unwrap_or_else(|p| p.into_inner()).sent += bytes.len() as u64;
             }
             Ok(Some(PtyMessage::Start { from_offset })) => {
                 if from_offset > *offset {
@@ -239,6 +263,10 @@ async fn pump(
                     );
                 }
                 *offset = from_offset;
+                {
+                    let mut flow = flow.lock().unwrap_or_else(|p| p.into_inner());
+                    flow.base = Some((flow.sent, from_offset));
+                }
                 if let Some(announcement) = announce.take()
                     && output
                         .send(announcement.frame(Some(from_offset)))
@@ -249,7 +277,7 @@ async fn pump(
                 }
             }
             Ok(Some(PtyMessage::Exit { code })) => return Ended::Exit(code),
-            Ok(Some(PtyMessage::Resize(_))) => {}
+            Ok(Some(PtyMessage::Resize(_) | PtyMessage::Ack { .. })) => {}
             Ok(None) => return Ended::Broken(format!("node {node} closed the terminal")),
             Err(error) => return Ended::Broken(format!("the link to node {node} broke: {error}")),
         }
@@ -415,8 +443,9 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
         let Terminal { send, recv } = terminal;
         let input = tokio::sync::Mutex::new(Some(send));
         let size = Mutex::new(attached.size);
+        let flow = Mutex::new(Flow::default());
         // Both loops borrow these; each owns its own sender, so the writer ends once both do.
-        let (input, size) = (&input, &size);
+        let (input, size, flow) = (&input, &size, &flow);
         let output_queue = queue.clone();
         let upward = async move {
             let mut announce = Some(Announcement {
@@ -429,10 +458,12 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
             loop {
                 let node = attached.session.node_id().clone();
                 let ended = tokio::select! {
-                    ended = pump(&mut recv, &output_queue, &node, &mut offset, &mut announce) => Ok(ended),
+                    ended = pump(&mut recv, &output_queue, &node, &mut offset, &mut announce, flow) => Ok(ended),
                     change = moved_away(&mut attached.changes, attached.session.session_id, &node) => Err(change),
                 };
                 *input.lock().await = None;
+                // Acknowledgements wait for the next terminal's start.
+                flow.lock().unwrap_or_else(|p| p.into_inner()).base = None;
                 let first = match ended {
                     Ok(Ended::ViewerGone) => return,
                     Ok(Ended::Exit(code)) => {
@@ -493,6 +524,13 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
                             // A terminal opened after a failover gets the viewer's size.
                             *size.lock().unwrap_or_else(|p| p.into_inner()) = new_size;
                             PtyMessage::Resize(new_size)
+                        }
+                        Ok(ClientFrame::Ack { bytes }) => {
+                            let reached = flow.lock().unwrap_or_else(|p| p.into_inner()).offset_for(bytes);
+                            match reached {
+                                Some(offset) => PtyMessage::Ack { offset },
+                                None => continue,
+                            }
                         }
                         Err(error) => {
                             tracing::info!(%error, "malformed frame");

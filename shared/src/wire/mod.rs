@@ -423,6 +423,13 @@ pub enum PtyMessage {
         /// Offset in the session's output since the shell started.
         from_offset: u64,
     },
+    /// Flow control (coordinator → agent): the viewer has consumed the session's output up to
+    /// this offset. A viewer that acknowledges keeps the shell at most a small window ahead
+    /// of it; one that never does is not waited for.
+    Ack {
+        /// Offset in the session's output of the first byte not yet consumed.
+        offset: u64,
+    },
 }
 
 #[cfg(test)]

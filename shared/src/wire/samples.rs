@@ -234,6 +234,7 @@ pub fn pty_messages() -> Vec<PtyMessage> {
         PtyMessage::Start {
             from_offset: u64::MAX,
         },
+        PtyMessage::Ack { offset: 65_536 },
     ]
 }
 
