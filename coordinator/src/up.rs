@@ -174,23 +174,22 @@ async fn run_stack(
     wait_for_node(running, &mut agent).await?;
 
     let url = &running.public_url;
-    println!("fogshell is up — development stack: loopback only, development login, SQLite.");
-    println!();
-    println!("  console    {url}/console/");
-    println!("  API        {url}/v1   (OpenAPI: {url}/v1/openapi.json)");
-    println!("  login      {url}/dev/oidc   (every login is user `dev`, tenant `dev`)");
-    println!(
-        "  node       {LOCAL_NODE}: {}",
-        if containers {
-            "OCI containers (libcontainer)"
-        } else {
-            "host shells — no root, so the `process` driver: NO isolation, trust tier dev"
-        }
-    );
-    println!("  data       {}", running_data_hint(agent_dir));
-    println!();
-    println!("  open a shell:   fogshell-coordinator shell --url {url}");
-    println!("  stop:           Ctrl-C");
+    let driver = if containers {
+        "OCI containers (libcontainer)"
+    } else {
+        "host shells — no root, so the `process` driver: NO isolation, trust tier dev"
+    };
+    say(&format!(
+        "fogshell is up — development stack: loopback only, development login, SQLite.\n\n\
+         \x20 console    {url}/console/\n\
+         \x20 API        {url}/v1   (OpenAPI: {url}/v1/openapi.json)\n\
+         \x20 login      {url}/dev/oidc   (every login is user `dev`, tenant `dev`)\n\
+         \x20 node       {LOCAL_NODE}: {driver}\n\
+         \x20 data       {}\n\n\
+         \x20 open a shell:   fogshell-coordinator shell --url {url}\n\
+         \x20 stop:           Ctrl-C\n",
+        running_data_hint(agent_dir)
+    ));
     supervise(
         agent,
         agent_bin,
@@ -200,6 +199,15 @@ async fn run_stack(
         &log_path,
     )
     .await
+}
+
+/// Writes to stdout, ignoring a closed one: the stack keeps running when whoever read its
+/// banner (a pipe, `| head`) has gone away.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn running_data_hint(agent_dir: &Path) -> String {
@@ -334,6 +342,6 @@ async fn supervise(
         let _ = Command::new("kill").arg(pid.to_string()).status().await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), agent.wait()).await;
-    println!("fogshell stopped.");
+    say("fogshell stopped.\n");
     Ok(())
 }

@@ -107,10 +107,13 @@ fn the_console_works_on_the_all_in_one_stack() {
         .stderr(Stdio::null())
         .spawn()
         .expect("fogshell-coordinator up");
-    let console_url = BufReader::new(up.stdout.take().expect("stdout"))
-        .lines()
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let console_url = lines
+        .by_ref()
         .find_map(|line| Some(line.ok()?.trim().strip_prefix("console")?.trim().to_owned()))
         .expect("up printed the console's address");
+    // Keep reading what it prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     let run = Command::new("node")
         .arg(console_dir().join("test/console.test.mjs"))
         .env("CONSOLE_URL", &console_url)
