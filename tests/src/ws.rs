@@ -60,6 +60,9 @@ impl Viewer {
         let tcp = TcpStream::connect(&authority)
             .await
             .expect("connecting to the gateway");
+        // As browsers do: small frames (keystrokes, acknowledgements) go out at once instead of
+        // waiting for the previous one's TCP ACK.
+        tcp.set_nodelay(true).expect("TCP_NODELAY");
         match tokio_tungstenite::client_async(request, tcp).await {
             Ok((socket, _)) => Ok(Self {
                 socket,
