@@ -7,10 +7,11 @@
 //! `cargo bench -p fogshell-e2e --bench admission` (FOGSHELL_BENCH_TRIALS, default 50). Needs
 //! images/build.sh's default image and Debian's docker-registry and skopeo.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use fogshell_coordinator::admission::Admission;
+use fogshell_e2e::bench::report;
 use fogshell_e2e::registry::LocalRegistry;
 use fogshell_e2e::stack::default_layout;
 use fogshell_shared::ImageRef;
@@ -21,21 +22,6 @@ use fogshell_supply::registry::Registry;
 use serde_json::json;
 
 const TEKTON: &str = "https://tekton.dev/chains/v2";
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    println!(
-        "{name:<34} n={:<4} p50 {:>9.3} ms   p99 {:>9.3} ms",
-        samples.len(),
-        percentile(&samples, 0.50).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3,
-    );
-}
 
 fn main() {
     let trials: usize = std::env::var("FOGSHELL_BENCH_TRIALS")

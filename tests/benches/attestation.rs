@@ -8,31 +8,16 @@
 //! `cargo bench -p fogshell-e2e --bench attestation` (FOGSHELL_BENCH_TRIALS, default 20
 //! enrollments, each followed by 10 quotes). Needs Debian's swtpm and swtpm-tools.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fogshell_agent::tpm::Tpm;
 use fogshell_coordinator::attestation::{AttestationConfig, credential, tpm as verify};
+use fogshell_e2e::bench::report;
 use fogshell_e2e::swtpm::{Swtpm, TpmManufacturer};
 use fogshell_shared::NodeId;
 use fogshell_shared::wire::attest::PcrSet;
 
 const QUOTES_PER_NODE: usize = 10;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    println!(
-        "{name:<44} n={:<4} p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms",
-        samples.len(),
-        percentile(&samples, 0.50).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3,
-        samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-    );
-}
 
 fn main() {
     let trials: usize = std::env::var("FOGSHELL_BENCH_TRIALS")

@@ -13,14 +13,11 @@
 use std::time::{Duration, Instant};
 
 use fogshell_e2e::api::Api;
+use fogshell_e2e::bench::percentile;
 use fogshell_e2e::stack::Stack;
 use fogshell_e2e::ws::Viewer;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

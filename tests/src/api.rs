@@ -116,12 +116,17 @@ impl Api {
         ttl_seconds: u32,
     ) -> Answer {
         let body = serde_json::json!({"profile": profile, "ttl_seconds": ttl_seconds});
+        self.create_session_from(token, &body).await
+    }
+
+    /// `POST /v1/sessions` with any body.
+    pub async fn create_session_from(&self, token: &str, body: &Value) -> Answer {
         self.call(
             "POST",
             "/v1/sessions",
             "/v1/sessions",
             Some(token),
-            Some(&body),
+            Some(body),
         )
         .await
     }

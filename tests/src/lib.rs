@@ -6,6 +6,7 @@
 //! beside the test executable's `deps/` folder; a missing one fails the test loudly.
 
 pub mod api;
+pub mod bench;
 pub mod issuer;
 pub mod netns;
 pub mod openapi;
