@@ -209,7 +209,7 @@ function statusText(frame) {
 // ---------------------------------------------------------------------------------------
 // The terminal.
 
-// Acknowledge drawn output every this many bytes (the node lets the shell run 64 KiB ahead).
+// Acknowledge drawn output every this many bytes (the node lets the shell run 128 KiB ahead).
 const ACK_EVERY = 16 * 1024;
 
 class TerminalView {

@@ -36,8 +36,9 @@ pub const RING_BYTES: usize = 1024 * 1024;
 
 /// How far the shell may run ahead of the most advanced viewer that acknowledges what it
 /// consumed: what a flood stopped by Ctrl-C can still leave queued on the way to the screen.
-/// Large enough that the acknowledgements' round trip does not slow a fast viewer.
-pub const FLOW_WINDOW: u64 = 64 * 1024;
+/// Two of the gateway's largest frames, so output keeps flowing while an acknowledgement is
+/// on its way back (64 KiB made the stream wait for each one: docs/benchmarks.md).
+pub const FLOW_WINDOW: u64 = 128 * 1024;
 
 /// How long a write to a viewer may block before the viewer is dropped: a stuck agent must
 /// not stall the shell's output forever.
