@@ -78,7 +78,7 @@ impl Tpm {
             .name("tpm".into())
             .spawn(move || match Keys::open(conf, &dir) {
                 Ok(mut keys) => {
-                    let _ = ready_tx.send(keys.identity());
+                    let _ = ready_tx.send(Ok(keys.identity.clone()));
                     for job in inbox {
                         keys.serve(job);
                     }
@@ -128,9 +128,7 @@ struct Keys {
     context: Context,
     ek: KeyHandle,
     ak: KeyHandle,
-    ek_public: Vec<u8>,
-    ek_certificate: Option<Vec<u8>>,
-    ak_public: Vec<u8>,
+    identity: TpmIdentity,
 }
 
 fn tpm_error(what: &str) -> impl Fn(tss_esapi::Error) -> String + '_ {
@@ -162,17 +160,11 @@ impl Keys {
             context,
             ek,
             ak,
-            ek_public: ek_public.marshall().map_err(tpm_error("the EK"))?,
-            ek_certificate,
-            ak_public: ak_public.marshall().map_err(tpm_error("the AK"))?,
-        })
-    }
-
-    fn identity(&self) -> Result<TpmIdentity, String> {
-        Ok(TpmIdentity {
-            ek_public: self.ek_public.clone(),
-            ek_certificate: self.ek_certificate.clone(),
-            ak_public: self.ak_public.clone(),
+            identity: TpmIdentity {
+                ek_public: ek_public.marshall().map_err(tpm_error("the EK"))?,
+                ek_certificate,
+                ak_public: ak_public.marshall().map_err(tpm_error("the AK"))?,
+            },
         })
     }
 

@@ -173,8 +173,8 @@ async fn run_async(command: ImageCommand) -> Result<(), String> {
         }
         ImageCommand::Verify { target, policy } => {
             let (registry, image) = pinned(&target).await?;
-            let default = image.clone();
-            let policy = crate::admission::load_policy(Some(&policy), false, &default)?;
+            // Production: the default image (the argument dev mode would exempt) plays no part.
+            let policy = crate::admission::load_policy(Some(&policy), false, &image)?;
             match fogshell_supply::admit(&registry, &policy, &image).await {
                 Ok(verified) => println!("admitted {image}: {}", verified.summary()),
                 Err(denied) => {

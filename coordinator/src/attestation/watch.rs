@@ -41,14 +41,6 @@ fn random_32() -> [u8; 32] {
     bytes
 }
 
-fn now() -> fogshell_shared::Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    fogshell_shared::Timestamp::from_unix_millis(millis)
-        .unwrap_or(fogshell_shared::Timestamp::UNIX_EPOCH)
-}
-
 /// Whether a command failed because the link is gone (then the conversation just ends).
 fn link_gone(code: ErrorCode) -> bool {
     code == ErrorCode::NodeUnavailable
@@ -191,7 +183,7 @@ impl Conversation<'_> {
         );
         if !*pinned {
             attestor
-                .enroll(self.node, keys, &values, now())
+                .enroll(self.node, keys, &values, crate::clock::now())
                 .map_err(|e| Some(Refusal::new("attestation.state", e)))?;
             *pinned = true;
         }
