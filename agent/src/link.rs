@@ -478,7 +478,7 @@ async fn serve_terminal<N: LocalNode>(
                         let _ = send.finish();
                         return Ok(());
                     }
-                    ShimEvent::Attached { .. } | ShimEvent::Status(_) => {}
+                    ShimEvent::Attached { .. } | ShimEvent::Status(_) | ShimEvent::Released => {}
                 }
             }
         };

@@ -40,15 +40,15 @@ enum Command {
     /// Internal: supervise one session's shell (started by the agent itself).
     #[command(hide = true)]
     Shim {
-        /// The session's directory (with --standby: the sessions directory it will be in).
+        /// The session's directory (with --zygote: the sessions directory).
         #[arg(long)]
         dir: PathBuf,
         /// Instead of running a session, clean up after one whose shim died.
         #[arg(long)]
         delete: bool,
-        /// Start now, run a session later: wait for its directory's path on stdin.
+        /// Fork a shim for each session the agent names on stdin (a Unix socket).
         #[arg(long, conflicts_with = "delete")]
-        standby: bool,
+        zygote: bool,
     },
 }
 
@@ -139,12 +139,12 @@ fn main() -> ExitCode {
         Command::Shim {
             dir,
             delete,
-            standby,
+            zygote,
         } => {
             let result = if delete {
                 fogshell_agent::shim::delete(&dir)
-            } else if standby {
-                fogshell_agent::shim::run_standby(&dir)
+            } else if zygote {
+                fogshell_agent::shim::zygote::run_zygote(&dir)
             } else {
                 fogshell_agent::shim::run(&dir)
             };

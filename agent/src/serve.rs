@@ -345,7 +345,7 @@ pub async fn serve<R: Runtime + 'static>(
     if !reaped.is_empty() {
         tracing::info!(count = reaped.len(), "removed sessions whose shim was gone");
     }
-    report.runtime.host().prepare_standby();
+    report.runtime.host().prepare_zygote();
     let link = Link::new(identity, address, host)?;
     tracing::info!(node_id = %report.node_id, %coordinator, "agent serving");
     Err(link.run(&report).await.to_string())

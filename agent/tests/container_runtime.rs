@@ -579,44 +579,46 @@ async fn a_command_runs_instead_of_the_shell_and_its_status_comes_back() {
     node.assert_nothing_left(&req);
 }
 
-/// The shim started ahead of time runs the next session: no exec on its start path. The
-/// session's shell is that standby's child.
+/// Sessions' shims are forked by the zygote: no exec on a start's path. Each session's shell
+/// descends from it, and one zygote serves session after session.
 #[tokio::test]
-async fn the_next_session_runs_in_the_standby_shim() {
+async fn sessions_are_forked_by_the_shim_zygote() {
     let node = Node::new();
-    node.runtime.host().prepare_standby();
-    let standby = node
-        .runtime
-        .host()
-        .standby_pid()
-        .expect("a standby shim waits");
-    let req = node.request(7, ResourceLimits::DEFAULT);
-    node.runtime.allocate(&req).await.unwrap();
-    let shell = node.shell_pid(&req).await;
-    // The container's init is the shim's child, or a grandchild through libcontainer's
-    // intermediate process: walk up to the standby.
-    let standby = i32::try_from(standby).unwrap();
-    let mut pid = common::parent_pid(shell);
-    let mut ancestors = vec![pid];
-    while pid > 1 && pid != standby {
-        pid = common::parent_pid(pid);
-        ancestors.push(pid);
+    node.runtime.host().prepare_zygote();
+    let zygote = node.runtime.host().zygote_pid().expect("a zygote runs");
+    let zygote = i32::try_from(zygote).unwrap();
+    for seed in [7, 8] {
+        let req = node.request(seed, ResourceLimits::DEFAULT);
+        node.runtime.allocate(&req).await.unwrap();
+        let shell = node.shell_pid(&req).await;
+        // The container's init is the shim's child (libcontainer clones it as a sibling of
+        // its intermediate process); the shim is the zygote's.
+        let mut pid = common::parent_pid(shell);
+        let mut ancestors = vec![pid];
+        while pid > 1 && pid != zygote {
+            pid = common::parent_pid(pid);
+            ancestors.push(pid);
+        }
+        assert_eq!(
+            pid, zygote,
+            "the shell's ancestors {ancestors:?} miss the zygote"
+        );
+        assert_eq!(ancestors.len(), 2, "shell → shim → zygote: {ancestors:?}");
+        // The shell works: its terminal answers.
+        let mut pty = node
+            .runtime
+            .attach_pty(req.session_id, common::size(80, 24), 0)
+            .await
+            .unwrap();
+        common::wait_for_prompt(&mut pty).await;
+        common::type_line(&mut pty, "echo fo''rked").await;
+        common::read_until(&mut pty, "forked").await;
+        node.runtime.terminate(req.session_id).await.unwrap();
+        node.assert_nothing_left(&req);
+        assert_eq!(
+            node.runtime.host().zygote_pid(),
+            Some(zygote as u32),
+            "the same zygote serves the next session"
+        );
     }
-    assert_eq!(
-        pid, standby,
-        "the shell's ancestors {ancestors:?} miss the standby shim"
-    );
-    // A new standby is started for the session after it (in the background).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while node
-        .runtime
-        .host()
-        .standby_pid()
-        .is_none_or(|next| i32::try_from(next) == Ok(standby))
-    {
-        assert!(std::time::Instant::now() < deadline, "no new standby shim");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    node.runtime.terminate(req.session_id).await.unwrap();
-    node.assert_nothing_left(&req);
 }

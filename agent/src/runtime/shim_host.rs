@@ -15,7 +15,7 @@ use fogshell_shared::frame::TermSize;
 use fogshell_shared::wire::RunningSession;
 use fogshell_shared::{ResourceLimits, RuntimeRef, SessionId, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use super::{PtyStreams, RuntimeError};
 use crate::shim::protocol::{ShimEvent, ShimRequest, ShimSpec, ShimStatus};
@@ -46,25 +46,45 @@ pub struct SessionRecord {
 pub struct ShimHost {
     sessions: PathBuf,
     shim_exe: PathBuf,
-    /// A shim started ahead of time, waiting on stdin for its session: a session start then
-    /// has no exec on its path (about 1.4 ms here).
-    standby: Arc<std::sync::Mutex<Option<tokio::process::Child>>>,
+    /// The shim zygote (`crate::shim::zygote`), which forks each session's shim: no exec on
+    /// a session's start path, and none competing with it for the CPU.
+    zygote: Arc<std::sync::Mutex<Option<Zygote>>>,
 }
 
-/// Gives a standby shim its session: the directory's path, one line on its stdin.
-async fn hand_over(
-    mut standby: tokio::process::Child,
-    dir: &Path,
-) -> std::io::Result<tokio::process::Child> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut stdin = standby
-        .stdin
-        .take()
-        .ok_or_else(|| std::io::Error::other("a standby shim without stdin"))?;
-    let mut line = dir.as_os_str().as_encoded_bytes().to_vec();
-    line.push(b'\n');
-    stdin.write_all(&line).await?;
-    Ok(standby)
+/// The running zygote and the socket it takes requests on.
+#[derive(Debug)]
+struct Zygote {
+    process: tokio::process::Child,
+    control: std::os::unix::net::UnixStream,
+}
+
+/// How long handing a session to the zygote may block: its socket buffer holds many
+/// requests, so only a stuck zygote makes this wait.
+const ZYGOTE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks the zygote for a shim for the session in `dir`; returns the read end of the pipe the
+/// shim answers on.
+fn request_fork(zygote: &Zygote, dir: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    use std::os::fd::AsFd as _;
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let rights = [write.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = SendAncillaryBuffer::new(&mut space);
+    ancillary.push(SendAncillaryMessage::ScmRights(&rights));
+    let path = dir.as_os_str().as_encoded_bytes();
+    let sent = sendmsg(
+        &zygote.control,
+        &[std::io::IoSlice::new(path)],
+        &mut ancillary,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent != path.len() {
+        return Err(std::io::Error::other("the request was cut short"));
+    }
+    // Only the shim may hold the write end: its exit must close the pipe.
+    drop(write);
+    Ok(read)
 }
 
 fn record_path(dir: &Path) -> PathBuf {
@@ -83,7 +103,7 @@ impl ShimHost {
         Ok(Self {
             sessions,
             shim_exe,
-            standby: Arc::default(),
+            zygote: Arc::default(),
         })
     }
 
@@ -105,40 +125,61 @@ impl ShimHost {
         command
     }
 
-    /// The standby shim, if one is waiting and alive.
-    fn take_standby(&self) -> Option<tokio::process::Child> {
-        let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
-        let mut child = slot.take()?;
-        match child.try_wait() {
-            Ok(None) => Some(child),
-            _ => None,
+    /// Hands the session in `dir` to the zygote, if one runs; `None` when there is none or it
+    /// failed (it is then dropped, and the caller execs a shim itself).
+    fn fork_from_zygote(&self, dir: &Path) -> Option<std::os::fd::OwnedFd> {
+        let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        let zygote = slot.as_mut()?;
+        if !matches!(zygote.process.try_wait(), Ok(None)) {
+            tracing::warn!("the shim zygote is gone");
+            *slot = None;
+            return None;
+        }
+        match request_fork(zygote, dir) {
+            Ok(read) => Some(read),
+            Err(error) => {
+                tracing::warn!(%error, "the shim zygote did not take the session");
+                if let Some(mut zygote) = slot.take() {
+                    let _ = zygote.process.start_kill();
+                }
+                None
+            }
         }
     }
 
-    /// The waiting standby shim's process id, if one waits.
-    pub fn standby_pid(&self) -> Option<u32> {
-        let slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().and_then(tokio::process::Child::id)
+    /// The zygote's process id, if one runs.
+    pub fn zygote_pid(&self) -> Option<u32> {
+        let slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().and_then(|z| z.process.id())
     }
 
-    /// Starts a standby shim if none waits. Its command line (`shim --dir <sessions dir>/
-    /// --standby`) names the sessions directory as every shim's does, so `pgrep -f "shim --dir
-    /// <sessions dir>/"` finds them all, used or waiting.
-    pub fn prepare_standby(&self) {
-        let mut slot = self.standby.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
+    /// Starts the shim zygote unless one runs. Its command line (`shim --dir <sessions dir>/
+    /// --zygote`) names the sessions directory as every shim's does, so `pgrep -f "shim --dir
+    /// <sessions dir>/"` finds them all (forked shims keep the zygote's command line). It ends
+    /// by itself when the agent goes (its socket closes).
+    pub fn prepare_zygote(&self) {
+        let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(zygote) = slot.as_mut()
+            && matches!(zygote.process.try_wait(), Ok(None))
+        {
             return;
         }
-        let mut sessions = self.sessions.clone().into_os_string();
-        sessions.push("/");
-        let spawned = self
-            .shim_command(&["--dir".as_ref(), sessions.as_ref(), "--standby".as_ref()])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(child) => *slot = Some(child),
-            Err(error) => tracing::warn!(%error, "could not start a standby shim"),
+        let started = (|| {
+            let (control, theirs) = std::os::unix::net::UnixStream::pair()?;
+            control.set_write_timeout(Some(ZYGOTE_SEND_TIMEOUT))?;
+            let mut sessions = self.sessions.clone().into_os_string();
+            sessions.push("/");
+            let process = self
+                .shim_command(&["--dir".as_ref(), sessions.as_ref(), "--zygote".as_ref()])
+                .stdin(std::os::fd::OwnedFd::from(theirs))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            Ok::<_, std::io::Error>(Zygote { process, control })
+        })();
+        match started {
+            Ok(zygote) => *slot = Some(zygote),
+            Err(error) => tracing::warn!(%error, "could not start the shim zygote"),
         }
     }
 
@@ -186,48 +227,72 @@ impl ShimHost {
         Ok(records)
     }
 
-    /// Writes the record and the spec, starts the shim, and waits until its shell runs.
+    /// Writes the record and the spec, starts the shim (forked by the zygote, or exec'd when
+    /// none runs), and waits until its shell runs.
     pub async fn start(&self, record: &SessionRecord, spec: &ShimSpec) -> Result<(), RuntimeError> {
         let dir = self.session_dir(record.session_id);
         write_json(&spec_path(&dir), spec)?;
         let log_path = dir.join("shim.log");
-        let standby = match self.take_standby() {
-            Some(standby) => hand_over(standby, &dir)
-                .await
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "the standby shim is gone; starting one for the session")
-                })
-                .ok(),
-            None => None,
-        };
-        let mut child = match standby {
-            Some(child) => child,
-            None => {
-                let log = std::fs::File::create(&log_path)
-                    .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
-                self.shim_command(&["--dir".as_ref(), dir.as_os_str()])
-                    .stdin(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .map_err(RuntimeError::io(format!(
-                        "starting {}",
-                        self.shim_exe.display()
-                    )))?
+        // What the shim answers on: the pipe the zygote's child writes to, or an exec'd shim's
+        // stdout.
+        let (answers, mut exec_child): (Box<dyn AsyncRead + Send + Unpin>, _) =
+            match self.fork_from_zygote(&dir) {
+                Some(read) => (
+                    Box::new(
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+                            .map_err(RuntimeError::io("the shim's pipe"))?,
+                    ),
+                    None,
+                ),
+                None => {
+                    let log = std::fs::File::create(&log_path)
+                        .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
+                    let mut child = self
+                        .shim_command(&["--dir".as_ref(), dir.as_os_str()])
+                        .stdin(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .map_err(RuntimeError::io(format!(
+                            "starting {}",
+                            self.shim_exe.display()
+                        )))?;
+                    let stdout = child
+                        .stdout
+                        .take()
+                        .ok_or_else(|| RuntimeError::Shim("no stdout".into()))?;
+                    (Box::new(stdout), Some(child))
+                }
+            };
+        // A forked shim first says who it is (`shim <pid>`), so it can be killed if its shell
+        // never comes up; every shim then says `ready <shell pid>`.
+        let mut shim_pid = None;
+        let mut answers = BufReader::new(answers);
+        let ready = tokio::time::timeout(SHIM_START_TIMEOUT, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if answers.read_line(&mut line).await.ok()? == 0 {
+                    return None;
+                }
+                if line.starts_with("ready ") {
+                    return Some(());
+                }
+                if let Some(pid) = line.strip_prefix("shim ") {
+                    shim_pid = pid.trim().parse::<i32>().ok();
+                }
             }
-        };
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| RuntimeError::Shim("no stdout".into()))?;
-        let mut line = String::new();
-        let read = tokio::time::timeout(
-            SHIM_START_TIMEOUT,
-            BufReader::new(stdout).read_line(&mut line),
-        )
+        })
         .await;
-        if !matches!(read, Ok(Ok(_))) || !line.starts_with("ready ") {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+        if !matches!(ready, Ok(Some(()))) {
+            if let Some(child) = &mut exec_child {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            } else if let Some(pid) = shim_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(RuntimeError::Shim(format!(
                 "the shim did not start the shell: {}",
@@ -235,13 +300,15 @@ impl ShimHost {
             )));
         }
         write_json(&record_path(&dir), record)?;
-        // The next session's shim starts now that this one runs, off both their paths.
-        let host = self.clone();
-        tokio::spawn(async move { host.prepare_standby() });
-        // Reap the shim whenever it ends, so it never lingers as a zombie of the agent.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
+        if let Some(mut child) = exec_child {
+            // Reap the shim whenever it ends, so it never lingers as a zombie of the agent;
+            // and start a zygote for the next session, off this one's path.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            let host = self.clone();
+            tokio::spawn(async move { host.prepare_zygote() });
+        }
         Ok(())
     }
 
@@ -292,12 +359,17 @@ impl ShimHost {
             return Err(RuntimeError::NoSuchSession(session_id));
         }
         let socket = socket_path(&dir);
-        // The shim closes the connection by exiting, after its cleanup; it removes its socket
-        // as the very last step, so a socket still there means the cleanup did not finish.
+        // The shim answers `Released` once its cleanup is done, or closes the connection by
+        // dying; it removes its socket just before it answers, so a socket still there means
+        // the cleanup did not finish.
         let released = async {
             let (mut writer, mut reader) = client::connect(&socket).await?;
             writer.send(&ShimRequest::Release).await?;
-            while reader.next_event().await?.is_some() {}
+            while let Some(event) = reader.next_event().await? {
+                if event == ShimEvent::Released {
+                    break;
+                }
+            }
             Ok::<_, std::io::Error>(())
         };
         if tokio::time::timeout(SHIM_RELEASE_TIMEOUT, released)

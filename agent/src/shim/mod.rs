@@ -1,7 +1,8 @@
 //! The per-session shim: `fogshell-agent shim --dir <session dir>`.
 //!
-//! One shim per session, started by the agent and detached from it (its own process group), so
-//! the shell outlives an agent restart, as containerd's shims and conmon do. It starts the
+//! One shim per session, forked by the [`zygote`] (or exec'd by the agent when no zygote
+//! answers) and detached from the agent (its own process group), so the shell outlives an
+//! agent restart, as containerd's shims and conmon do. It starts the
 //! shell (a host process or a libcontainer container) while it is still single-threaded —
 //! libcontainer forks with a raw `clone3`, which deadlocks in a multi-threaded caller
 //! (notes/runtime.md) — then holds the PTY master, reaps the shell, keeps the last
@@ -15,6 +16,7 @@ pub mod child;
 pub mod client;
 pub mod protocol;
 pub mod ring;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -131,7 +133,8 @@ fn send_to(viewer: &mut UnixStream, event: &ShimEvent) -> std::io::Result<()> {
 enum Lifecycle {
     Exited(i32),
     Kill,
-    Release,
+    /// Release asked on this connection, which gets the `Released` answer.
+    Release(UnixStream),
 }
 
 /// The shell's pid, written once it runs: what a cleanup needs when the shim is gone.
@@ -157,33 +160,6 @@ pub fn delete(dir: &Path) -> Result<(), String> {
     child::delete_orphan(&spec, pid).map_err(|e| format!("cleaning up: {e}"))?;
     let _ = std::fs::remove_file(socket_path(dir));
     Ok(())
-}
-
-/// A standby shim: started ahead of time so no exec sits on a session's start path, it waits
-/// for the agent to name a session directory under `sessions` on stdin, sends its log there,
-/// and runs that session. The agent closing stdin (it stopped) ends it. Called before any
-/// thread exists.
-pub fn run_standby(sessions: &Path) -> Result<(), String> {
-    let mut line = String::new();
-    if std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the session: {e}"))?
-        == 0
-    {
-        return Ok(());
-    }
-    let dir = Path::new(line.trim_end());
-    // Only a session of the agent's own sessions directory, never a path it was tricked into.
-    if dir.parent() != Some(sessions.components().as_path()) || !dir.is_dir() {
-        return Err(format!("{} is not a session directory", dir.display()));
-    }
-    let log = std::fs::File::create(dir.join("shim.log"))
-        .map_err(|e| format!("creating the log: {e}"))?;
-    rustix::stdio::dup2_stderr(&log).map_err(|e| format!("redirecting the log: {e}"))?;
-    // Nothing more comes on stdin; the session must not hold the agent's pipe.
-    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    rustix::stdio::dup2_stdin(&null).map_err(|e| format!("closing stdin: {e}"))?;
-    run(dir)
 }
 
 /// Runs the shim until the agent releases it. Called before any thread exists.
@@ -252,7 +228,9 @@ pub fn run(dir: &Path) -> Result<(), String> {
         std::thread::spawn(move || accept_viewers(listener, &shared, controls, lifecycle_tx));
     }
 
-    let mut release_requested = false;
+    // `None` once the shell's remains are deleted.
+    let mut shell = Some(shell);
+    let mut releasers: Vec<UnixStream> = Vec::new();
     for event in lifecycle_rx {
         match event {
             Lifecycle::Exited(code) => {
@@ -263,30 +241,41 @@ pub fn run(dir: &Path) -> Result<(), String> {
                 broadcast(&mut state, &ShimEvent::Exited { code });
                 drop(state);
                 tracing::info!(code, "shell exited");
-                if release_requested {
+                // Nothing runs in the container any more: delete it now, as `crun run` does,
+                // while the exit travels to the agent, rather than when it asks.
+                if let Some(shell) = shell.take() {
+                    shell.cleanup().map_err(|e| format!("cleaning up: {e}"))?;
+                }
+                if !releasers.is_empty() {
                     break;
                 }
             }
             Lifecycle::Kill => {
                 tracing::info!("killing the shell");
-                if let Err(error) = shell.kill() {
+                if let Some(Err(error)) = shell.as_mut().map(Shell::kill) {
                     tracing::warn!(%error, "kill failed");
                 }
             }
-            Lifecycle::Release => {
-                release_requested = true;
+            Lifecycle::Release(releaser) => {
+                releasers.push(releaser);
                 if shared.lock().exited.is_some() {
                     break;
                 }
                 // Released while running: end the shell first; its exit ends the loop.
-                if let Err(error) = shell.kill() {
+                if let Some(Err(error)) = shell.as_mut().map(Shell::kill) {
                     tracing::warn!(%error, "kill failed");
                 }
             }
         }
     }
-    shell.cleanup().map_err(|e| format!("cleaning up: {e}"))?;
+    if let Some(shell) = shell {
+        // The loop ended without an exit (every sender gone): clean up all the same.
+        shell.cleanup().map_err(|e| format!("cleaning up: {e}"))?;
+    }
     let _ = std::fs::remove_file(&socket);
+    for mut releaser in releasers {
+        let _ = send_to(&mut releaser, &ShimEvent::Released);
+    }
     tracing::info!("released");
     Ok(())
 }
@@ -424,7 +413,7 @@ fn handle_request(
             let _ = lifecycle.send(Lifecycle::Kill);
         }
         ShimRequest::Release => {
-            let _ = lifecycle.send(Lifecycle::Release);
+            let _ = lifecycle.send(Lifecycle::Release(conn.try_clone()?));
         }
         ShimRequest::Ack { offset } => {
             let mut state = shared.lock();

@@ -26,7 +26,8 @@ pub enum ShimRequest {
     Resize(TermSize),
     /// Kill the shell (and the container): SIGKILL to everything in it.
     Kill,
-    /// The agent has recorded the exit: remove the container and its files, and stop.
+    /// The agent has recorded the exit: remove the container and its files, and stop. The
+    /// shim answers `Released` once nothing of the shell is left, then exits.
     Release,
     /// Ask how the shell is doing.
     Status,
@@ -61,6 +62,9 @@ pub enum ShimEvent {
     },
     /// The answer to `Status`.
     Status(ShimStatus),
+    /// The answer to `Release`: the shell and its container are gone, the socket is removed,
+    /// and the shim is exiting. (A shim that dies first just closes the connection.)
+    Released,
 }
 
 /// How a shim's shell is doing.
