@@ -478,6 +478,11 @@ async fn serve_terminal<N: LocalNode>(
                         let _ = send.finish();
                         return Ok(());
                     }
+                    ShimEvent::Interrupted { before, discard } => {
+                        write_message(&mut send, &PtyMessage::Interrupted { before, discard })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                     ShimEvent::Attached { .. } | ShimEvent::Status(_) | ShimEvent::Released => {}
                 }
             }
@@ -497,7 +502,11 @@ async fn serve_terminal<N: LocalNode>(
                         .send(&ShimRequest::Ack { offset })
                         .await
                         .map_err(|e| e.to_string())?,
-                    Ok(Some(PtyMessage::Exit { .. } | PtyMessage::Start { .. })) => {
+                    Ok(Some(
+                        PtyMessage::Exit { .. }
+                        | PtyMessage::Start { .. }
+                        | PtyMessage::Interrupted { .. },
+                    )) => {
                         return Err("an output message sent down a terminal".to_string());
                     }
                     // The viewer detached; the shell keeps running.

@@ -211,6 +211,8 @@ function statusText(frame) {
 
 // Acknowledge drawn output every this many bytes (the node lets the shell run 128 KiB ahead).
 const ACK_EVERY = 16 * 1024;
+// How long output after a Ctrl-C waits for the gateway's `flush` answer at most.
+const CTRL_C_HOLD_MS = 250;
 
 class TerminalView {
   constructor(element) {
@@ -223,11 +225,8 @@ class TerminalView {
     this.fit = new FitAddon();
     this.term.loadAddon(this.fit);
     this.term.open(element);
-    this.term.onData((data) => this.send({ type: "stdin", data_b64: bytesToBase64(encoder.encode(data)) }));
-    this.term.onBinary((data) => {
-      const bytes = Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff);
-      this.send({ type: "stdin", data_b64: bytesToBase64(bytes) });
-    });
+    this.term.onData((data) => this.sendInput(encoder.encode(data)));
+    this.term.onBinary((data) => this.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
     this.term.onResize(({ cols, rows }) => this.send({ type: "resize", cols, rows }));
     this.term.attachCustomKeyEventHandler((event) => this.shortcut(event));
     new ResizeObserver(() => this.fit.fit()).observe(element);
@@ -236,6 +235,8 @@ class TerminalView {
     // Where the next output byte sits in the shell's output (from `running` frames), so a
     // reconnect asks for exactly what it missed.
     this.offset = null;
+    // Output bytes dropped as stale after Ctrl-Cs (also on the terminal as `data-dropped`).
+    this.dropped = 0;
   }
 
   // Ctrl+Shift+C copies, Ctrl+Shift+V pastes, Ctrl+Shift+E leaves the terminal.
@@ -258,6 +259,12 @@ class TerminalView {
 
   send(frame) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  sendInput(bytes) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    this.hold?.sent(bytes);
+    this.send({ type: "stdin", data_b64: bytesToBase64(bytes) });
   }
 
   attach(sessionId, attach, placement) {
@@ -296,6 +303,64 @@ class TerminalView {
         ws.send(JSON.stringify({ type: "ack", bytes: consumed }));
       }
     };
+    // Ctrl-C: output arriving after it waits for the gateway's `flush` answer, and what the
+    // interrupt made stale is dropped, as a local tty drops it (the same rules as
+    // fogshell_shared::ctrl_c). Dropped bytes count as consumed for the acknowledgements.
+    const element = $("terminal");
+    let received = 0;
+    let pending = 0;
+    let held = [];
+    let timer = null;
+    const draw = (bytes) => {
+      if (bytes.length > 0) this.term.write(bytes, () => drawn(bytes.length));
+    };
+    const drawHeld = () => {
+      clearTimeout(timer);
+      timer = null;
+      const chunks = held;
+      held = [];
+      for (const chunk of chunks) draw(chunk.bytes);
+    };
+    this.hold = {
+      sent: (bytes) => {
+        const interrupts = bytes.filter((b) => b === 0x03).length;
+        if (interrupts === 0) return;
+        if (pending === 0) {
+          // An answer that never comes (an older gateway) must not freeze the screen.
+          timer = setTimeout(() => {
+            if (this.ws !== ws) return;
+            pending = 0;
+            drawHeld();
+          }, CTRL_C_HOLD_MS);
+        }
+        pending += interrupts;
+      },
+    };
+    const stdout = (bytes) => {
+      const at = received;
+      received += bytes.length;
+      if (pending > 0) held.push({ at, bytes });
+      else draw(bytes);
+    };
+    const flush = (bytes, discard) => {
+      if (pending === 0) return;
+      pending -= 1;
+      if (discard) {
+        let dropped = 0;
+        held = held.flatMap((chunk) => {
+          const stale = Math.min(Math.max(bytes - chunk.at, 0), chunk.bytes.length);
+          dropped += stale;
+          if (stale === chunk.bytes.length) return [];
+          return [{ at: chunk.at + stale, bytes: chunk.bytes.subarray(stale) }];
+        });
+        if (dropped > 0) {
+          this.dropped += dropped;
+          element.dataset.dropped = String(this.dropped);
+          drawn(dropped);
+        }
+      }
+      if (pending === 0) drawHeld();
+    };
     // Without an offset to resume from, the node replays its buffer: start from a clean screen.
     let fresh = reconnecting && resumeAt === null;
     ws.onmessage = (event) => {
@@ -308,10 +373,13 @@ class TerminalView {
       switch (frame.type) {
         case "stdout": {
           const bytes = base64ToBytes(frame.data_b64);
-          this.term.write(bytes, () => drawn(bytes.length));
+          stdout(bytes);
           if (this.offset !== null) this.offset += bytes.length;
           break;
         }
+        case "flush":
+          if (typeof frame.bytes === "number") flush(frame.bytes, frame.discard === true);
+          break;
         case "status":
           // A reconnect replays the node's buffer from the start: begin from a clean screen.
           if (fresh && frame.state === "running") {
@@ -335,6 +403,12 @@ class TerminalView {
       }
     };
     ws.onclose = () => {
+      // What was held for an answer that cannot come now is drawn (the reconnect resumes
+      // after it).
+      if (this.ws === ws) {
+        pending = 0;
+        drawHeld();
+      }
       if (this.ws !== ws || this.finished || this.sessionId === null) return;
       this.reconnect();
     };

@@ -50,8 +50,15 @@ try {
   });
   // Every terminal socket goes through here, so the test can drop one as a network would.
   const sockets = [];
+  // The gateway's answers to Ctrl-C, as they pass.
+  const flushes = [];
   await page.routeWebSocket(/\/v1\/sessions\/[^/]+\/pty/, (ws) => {
-    ws.connectToServer();
+    const server = ws.connectToServer();
+    ws.onMessage((message) => server.send(message));
+    server.onMessage((message) => {
+      if (typeof message === "string" && message.startsWith('{"type":"flush"')) flushes.push(JSON.parse(message));
+      ws.send(message);
+    });
     sockets.push(ws);
   });
   const terminalText = () =>
@@ -136,6 +143,17 @@ try {
   await page.locator("#terminal").click();
   await page.keyboard.type('echo "again $MARK"\n');
   await waitForOutput("again same-shell");
+
+  step("Ctrl-C stops a flood at once: what it made stale is not drawn");
+  await page.keyboard.type("yes\n");
+  await waitForOutput("y\ny\ny");
+  await page.waitForTimeout(300);
+  await page.keyboard.press("Control+C");
+  await page.keyboard.type('echo "after-""flood"\n');
+  await waitForOutput("after-flood");
+  check(flushes.some((f) => f.discard === true), `no flush answer that discards: ${JSON.stringify(flushes)}`);
+  const dropped = Number(await page.evaluate(() => document.querySelector("#terminal")?.dataset.dropped ?? "0"));
+  check(dropped > 0, "the console drew all the output the interrupt made stale");
 
   step("leave the terminal with the keyboard");
   await page.keyboard.press("Control+Shift+E");

@@ -7,6 +7,11 @@
 //!                    {"type":"error","code":"ECS_…","message":"…"}
 //! ```
 //!
+//! Two extensions, for clients that want them: a client may acknowledge what it drew
+//! (`{"type":"ack","bytes":N}`), and a client that does gets `{"type":"flush","bytes":N,
+//! "discard":true|false}` after each `stdin` frame of its that carried Ctrl-C (see
+//! [`ServerFrame::Flush`]).
+//!
 //! Decoding is written by hand over `serde_json::Value` rather than derived, so each way a frame
 //! can be wrong has its own [`FrameError`] (and WebSocket close code) and nothing panics.
 
@@ -188,6 +193,20 @@ pub enum ServerFrame {
         /// `from_offset` and miss nothing, repeat nothing. (An addition to the seed's frame,
         /// left out when there is no offset to give.)
         offset: Option<u64>,
+    },
+    /// The answer to a Ctrl-C (byte 0x03) in this client's `stdin`, sent only to clients that
+    /// acknowledge output (an extension of the seed's frames): it has reached the terminal.
+    /// With `discard`, the terminal discarded the output it still held, as a tty does on an
+    /// interrupt (ISIG without NOFLSH): the `stdout` this socket carried before its byte
+    /// `bytes` was produced before the interrupt and had not reached a screen, so a client
+    /// that held back what arrived after its Ctrl-C may drop that part. Without `discard` (a
+    /// program in raw mode took the byte as a key), nothing is stale and held output is drawn.
+    Flush {
+        /// The position, in `stdout` payload bytes on this socket, of the first byte produced
+        /// after the interrupt.
+        bytes: u64,
+        /// Whether the terminal flushed its output.
+        discard: bool,
     },
     /// The gateway refused something the client sent, or cannot go on.
     Error {
@@ -441,6 +460,9 @@ impl ServerFrame {
         match self {
             Self::Stdout(data) => data_frame("stdout", data.as_bytes()),
             Self::Exit { code } => format!(r#"{{"type":"exit","code":{code}}}"#),
+            Self::Flush { bytes, discard } => {
+                format!(r#"{{"type":"flush","bytes":{bytes},"discard":{discard}}}"#)
+            }
             Self::Status {
                 state,
                 placement,
@@ -517,6 +539,23 @@ impl ServerFrame {
                     offset,
                 })
             }
+            "flush" => {
+                let bytes =
+                    integer_field(&object, "flush", "bytes")?.ok_or(FrameError::InvalidField {
+                        field: "bytes",
+                        expected: "a non-negative integer",
+                    })?;
+                let discard = match field(&object, "flush", "discard")? {
+                    Value::Bool(discard) => *discard,
+                    _ => {
+                        return Err(FrameError::InvalidField {
+                            field: "discard",
+                            expected: "true or false",
+                        });
+                    }
+                };
+                Ok(Self::Flush { bytes, discard })
+            }
             "error" => {
                 let code =
                     ErrorCode::deserialize(field(&object, "error", "code")?).map_err(|_| {
@@ -570,6 +609,27 @@ mod tests {
         assert_eq!(out.encode(), r#"{"type":"stdout","data_b64":"aGkNCg=="}"#);
         let exit = ServerFrame::Exit { code: 130 };
         assert_eq!(exit.encode(), r#"{"type":"exit","code":130}"#);
+        let flush = ServerFrame::Flush {
+            bytes: 65_536,
+            discard: true,
+        };
+        assert_eq!(
+            flush.encode(),
+            r#"{"type":"flush","bytes":65536,"discard":true}"#
+        );
+        assert_eq!(ServerFrame::decode(&flush.encode()), Ok(flush));
+        for (text, field) in [
+            (r#"{"type":"flush","bytes":-1,"discard":true}"#, "bytes"),
+            (r#"{"type":"flush","bytes":1,"discard":"yes"}"#, "discard"),
+        ] {
+            assert!(
+                matches!(
+                    ServerFrame::decode(text),
+                    Err(FrameError::InvalidField { field: f, .. }) if f == field
+                ),
+                "{text}"
+            );
+        }
         let status = ServerFrame::Status {
             state: StreamState::Interrupted,
             placement: None,

@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod api;
 pub mod audit;
+pub mod ctrl_c;
 pub mod error;
 #[cfg(feature = "io")]
 pub mod files;

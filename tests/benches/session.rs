@@ -153,6 +153,8 @@ struct Figures {
     ctrl_c_fogshell_ms: Vec<f64>,
     after_c_bare: Vec<f64>,
     after_c_fogshell: Vec<f64>,
+    /// What reached the client after Ctrl-C, drawn or dropped as stale.
+    after_c_received: Vec<f64>,
 }
 
 fn main() {
@@ -176,6 +178,7 @@ fn main() {
         ctrl_c_fogshell_ms: vec![],
         after_c_bare: vec![],
         after_c_fogshell: vec![],
+        after_c_received: vec![],
     };
     runtime.block_on(async {
         let api = Api::new(&stack.api).await;
@@ -268,10 +271,13 @@ fn main() {
                     remote.wait_for(b"y\r\ny\r\n").await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let t = Instant::now();
+                    let received = remote.viewer.received;
                     remote.viewer.type_bytes(b"\x03").await;
                     let n = remote.wait_for(b"$ ").await;
                     f.ctrl_c_fogshell_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     f.after_c_fogshell.push(n as f64 / 1e3);
+                    f.after_c_received
+                        .push((remote.viewer.received - received) as f64 / 1e3);
                 }
             }
             let id = created.body["session_id"].as_str().unwrap();
@@ -320,8 +326,9 @@ fn main() {
         p(&mut f.ctrl_c_fogshell_ms, 0.9)
     );
     println!(
-        "| output after Ctrl-C, median | {:.0} KB | {:.0} KB | little |",
+        "| output drawn after Ctrl-C, median (received: drawn + dropped as stale) | {:.0} KB | {:.0} KB ({:.0} KB) | little |",
         p(&mut f.after_c_bare, 0.5),
-        p(&mut f.after_c_fogshell, 0.5)
+        p(&mut f.after_c_fogshell, 0.5),
+        p(&mut f.after_c_received, 0.5)
     );
 }

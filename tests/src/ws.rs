@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use fogshell_shared::ctrl_c::CtrlCHold;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -20,9 +21,17 @@ pub struct Viewer {
     pub frames: Vec<Value>,
     /// The close code, once closed.
     pub closed: Option<u16>,
-    /// With flow control on ([`Viewer::acknowledge`]): `stdout` bytes consumed and acknowledged.
-    acks: Option<(u64, u64)>,
+    /// With flow control on ([`Viewer::acknowledge`]): `stdout` bytes acknowledged, and the
+    /// output held after a Ctrl-C until the gateway's `flush` answer (as the console does).
+    acks: Option<(u64, CtrlCHold)>,
+    /// When output held after a Ctrl-C is drawn even without an answer.
+    hold_until: tokio::time::Instant,
+    /// `stdout` payload bytes received, drawn or not.
+    pub received: u64,
 }
+
+/// How long a viewer holds output after its Ctrl-C for the gateway's answer.
+pub const CTRL_C_HOLD: Duration = Duration::from_millis(250);
 
 /// How often a viewer with flow control acknowledges: every this many `stdout` bytes.
 pub const ACK_EVERY: u64 = 16 * 1024;
@@ -70,6 +79,8 @@ impl Viewer {
                 frames: Vec::new(),
                 closed: None,
                 acks: None,
+                hold_until: tokio::time::Instant::now(),
+                received: 0,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
                 status: response.status().as_u16(),
@@ -95,7 +106,12 @@ impl Viewer {
     /// Turns on flow control: from now on the viewer acknowledges the output it consumed
     /// (`{"type":"ack","bytes":N}`), as the console does.
     pub fn acknowledge(&mut self) {
-        self.acks.get_or_insert((0, 0));
+        self.acks.get_or_insert((0, CtrlCHold::new()));
+    }
+
+    /// `stdout` bytes dropped as stale after this viewer's Ctrl-Cs.
+    pub fn dropped(&self) -> u64 {
+        self.acks.as_ref().map_or(0, |(_, hold)| hold.dropped())
     }
 
     /// Sends raw text (for malformed-frame tests).
@@ -108,6 +124,12 @@ impl Viewer {
 
     /// Types `bytes`.
     pub async fn type_bytes(&mut self, bytes: &[u8]) {
+        if let Some((_, hold)) = &mut self.acks {
+            if !hold.holding() {
+                self.hold_until = tokio::time::Instant::now() + CTRL_C_HOLD;
+            }
+            hold.sent(bytes);
+        }
         let frame = json!({"type": "stdin", "data_b64": B64.encode(bytes)});
         self.send_text(&frame.to_string()).await;
     }
@@ -120,13 +142,33 @@ impl Viewer {
 
     /// Reads one message (`false` when the socket is closed or `within` passed).
     pub async fn read_one(&mut self, within: Duration) -> bool {
-        let message = match tokio::time::timeout(within, self.socket.next()).await {
+        let holding = self.acks.as_ref().is_some_and(|(_, hold)| hold.holding());
+        let wait = if holding {
+            within.min(
+                self.hold_until
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            )
+        } else {
+            within
+        };
+        let message = match tokio::time::timeout(wait, self.socket.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(_) => {
                 self.closed.get_or_insert(1006);
                 return false;
             }
-            Err(_) => return false,
+            Err(_) => {
+                // The answer to a Ctrl-C is late: draw what was held.
+                if let Some((_, hold)) = &mut self.acks
+                    && hold.holding()
+                    && tokio::time::Instant::now() >= self.hold_until
+                {
+                    let held = hold.release();
+                    self.output.extend_from_slice(&held);
+                    return self.send_ack().await;
+                }
+                return false;
+            }
         };
         match message {
             Message::Text(text) => {
@@ -135,24 +177,26 @@ impl Viewer {
                     let data = B64
                         .decode(frame["data_b64"].as_str().expect("data_b64"))
                         .expect("base64");
-                    self.output.extend_from_slice(&data);
-                    if let Some((consumed, acked)) = &mut self.acks {
-                        *consumed += data.len() as u64;
-                        // The first output is acknowledged at once: from then on the node
-                        // knows this viewer paces the shell.
-                        if *acked == 0 || *consumed - *acked >= ACK_EVERY {
-                            *acked = *consumed;
-                            let ack = json!({"type": "ack", "bytes": *consumed}).to_string();
-                            if self.socket.send(Message::Text(ack.into())).await.is_err() {
-                                self.closed.get_or_insert(1006);
-                                return false;
-                            }
+                    self.received += data.len() as u64;
+                    match &mut self.acks {
+                        Some((_, hold)) => {
+                            let drawn = hold.received(&data);
+                            self.output.extend_from_slice(&drawn);
                         }
+                        None => self.output.extend_from_slice(&data),
                     }
                 } else {
+                    if frame["type"] == "flush"
+                        && let Some((_, hold)) = &mut self.acks
+                    {
+                        let bytes = frame["bytes"].as_u64().expect("flush bytes");
+                        let discard = frame["discard"].as_bool().expect("flush discard");
+                        let drawn = hold.flush(bytes, discard);
+                        self.output.extend_from_slice(&drawn);
+                    }
                     self.frames.push(frame);
                 }
-                true
+                self.send_ack().await
             }
             Message::Close(frame) => {
                 self.closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
@@ -160,6 +204,25 @@ impl Viewer {
             }
             _ => true,
         }
+    }
+
+    /// With flow control on, acknowledges what was consumed (drawn or dropped) since the last
+    /// acknowledgement, once that is [`ACK_EVERY`] bytes (the first output at once: from then
+    /// on the node knows this viewer paces the shell). `false` if the socket is gone.
+    async fn send_ack(&mut self) -> bool {
+        let Some((acked, hold)) = &mut self.acks else {
+            return true;
+        };
+        let consumed = hold.consumed();
+        if consumed > *acked && (*acked == 0 || consumed - *acked >= ACK_EVERY) {
+            *acked = consumed;
+            let ack = json!({"type": "ack", "bytes": consumed}).to_string();
+            if self.socket.send(Message::Text(ack.into())).await.is_err() {
+                self.closed.get_or_insert(1006);
+                return false;
+            }
+        }
+        true
     }
 
     /// Reads until the output contains `needle`; panics with what was seen after `within`.

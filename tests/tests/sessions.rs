@@ -230,9 +230,11 @@ async fn malformed_frames_get_an_error_and_a_close_code_and_the_shell_carries_on
 /// Flow control: a viewer that acknowledges what it consumed keeps the shell within a small
 /// window of its screen. It stops reading while `yes` floods: the shell must stop with it, so
 /// what still arrives after Ctrl-C is about one window, not the megabytes the sockets between
-/// would hold.
+/// would hold. And of that window the viewer draws little: the gateway's `flush` answer says
+/// the tty discarded its output at the interrupt, so what was on its way is dropped too —
+/// unless a program with ISIG off took the Ctrl-C as a key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledging_viewer_holds_a_flood_to_a_small_window() {
+async fn an_acknowledging_viewer_holds_a_flood_and_drops_what_ctrl_c_made_stale() {
     let stack = Stack::start();
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
@@ -245,12 +247,36 @@ async fn an_acknowledging_viewer_holds_a_flood_to_a_small_window() {
     viewer.expect_output("y\r\ny\r\n", WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     viewer.output.clear();
+    let received_before = viewer.received;
     viewer.type_bytes(b"\x03").await;
     viewer.expect_output("$ ", WAIT).await;
-    let after = viewer.output.len();
-    println!("{after} bytes arrived after Ctrl-C");
-    assert!(
-        after < 256 * 1024,
-        "{after} bytes were still queued: the flood did not wait for the viewer"
+    let (drawn, received) = (viewer.output.len(), viewer.received - received_before);
+    println!(
+        "after Ctrl-C: {received} bytes arrived, {drawn} drawn, {} dropped as stale",
+        viewer.dropped()
     );
+    assert!(
+        received < 256 * 1024,
+        "{received} bytes were still queued: the flood did not wait for the viewer"
+    );
+    // The gateway answered the Ctrl-C: the tty flushed, so what was on its way is stale.
+    let flush = viewer.expect_frame("flush", WAIT).await;
+    assert_eq!(flush["discard"], true, "{flush}");
+    assert!(
+        drawn < 32 * 1024,
+        "{drawn} bytes drawn after Ctrl-C ({received} arrived): stale output was not dropped"
+    );
+
+    // A program with ISIG off gets Ctrl-C as a key: the answer says nothing is stale, and
+    // what the viewer held is drawn.
+    viewer.frames.clear();
+    viewer
+        .type_bytes(b"stty -isig; echo raw''mode; cat; stty isig\n")
+        .await;
+    viewer.expect_output("rawmode", WAIT).await;
+    viewer.type_bytes(b"\x03").await;
+    let flush = viewer.expect_frame("flush", WAIT).await;
+    assert_eq!(flush["discard"], false, "{flush}");
+    viewer.type_bytes(b"kept\n\x04").await;
+    viewer.expect_output("kept\r\n\x03kept", WAIT).await;
 }

@@ -35,6 +35,9 @@ enum Kind {
 pub struct Controls {
     writer: Box<dyn Write + Send>,
     resize: Box<dyn Fn(TermSize) -> std::io::Result<()> + Send>,
+    /// The terminal's line settings, read through the master (on Linux a PTY master reports
+    /// its slave's).
+    termios: Box<dyn Fn() -> std::io::Result<rustix::termios::Termios> + Send>,
 }
 
 impl Controls {
@@ -47,6 +50,18 @@ impl Controls {
     /// Sets the terminal's size; the shell gets SIGWINCH.
     pub fn resize(&self, size: TermSize) -> std::io::Result<()> {
         (self.resize)(size)
+    }
+
+    /// Whether a Ctrl-C (0x03) typed now interrupts and makes the tty discard its pending
+    /// output: ISIG on, NOFLSH off, and 0x03 the interrupt character. A program in raw mode
+    /// gets the byte as a key instead, and nothing is discarded.
+    pub fn ctrl_c_flushes(&self) -> bool {
+        use rustix::termios::{LocalModes, SpecialCodeIndex};
+        (self.termios)().is_ok_and(|t| {
+            t.local_modes.contains(LocalModes::ISIG)
+                && !t.local_modes.contains(LocalModes::NOFLSH)
+                && t.special_codes[SpecialCodeIndex::VINTR] == 0x03
+        })
     }
 }
 
@@ -150,6 +165,9 @@ impl Shell {
         match &mut self.kind {
             Kind::Container { master, .. } => {
                 let writer = Box::new(master.try_clone()?);
+                let for_termios = Arc::clone(master);
+                let termios =
+                    move || rustix::termios::tcgetattr(&*for_termios).map_err(std::io::Error::from);
                 let master = Arc::clone(master);
                 let resize = move |size: TermSize| {
                     let winsize = rustix::termios::Winsize {
@@ -163,10 +181,26 @@ impl Shell {
                 Ok(Controls {
                     writer,
                     resize: Box::new(resize),
+                    termios: Box::new(termios),
                 })
             }
             Kind::Process { master } => {
                 let writer = lock(master).take_writer().map_err(std::io::Error::other)?;
+                // portable-pty lends no descriptor safely; the slave's settings are read by
+                // opening it for the moment of the check (holding it open would keep the
+                // terminal from hanging up when the shell exits).
+                let slave = lock(master)
+                    .tty_name()
+                    .ok_or_else(|| std::io::Error::other("the PTY has no name"))?;
+                let termios = move || {
+                    use rustix::fs::{Mode, OFlags};
+                    let tty = rustix::fs::open(
+                        &slave,
+                        OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    rustix::termios::tcgetattr(&tty).map_err(std::io::Error::from)
+                };
                 let master = Arc::clone(master);
                 let resize = move |size: TermSize| {
                     lock(&master)
@@ -176,6 +210,7 @@ impl Shell {
                 Ok(Controls {
                     writer,
                     resize: Box::new(resize),
+                    termios: Box::new(termios),
                 })
             }
         }

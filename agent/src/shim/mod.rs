@@ -42,6 +42,9 @@ pub const RING_BYTES: usize = 1024 * 1024;
 /// on its way back (64 KiB made the stream wait for each one: docs/benchmarks.md).
 pub const FLOW_WINDOW: u64 = 128 * 1024;
 
+/// Ctrl-C: input carrying it is answered with [`ShimEvent::Interrupted`].
+const CTRL_C: u8 = 0x03;
+
 /// How long a write to a viewer may block before the viewer is dropped: a stuck agent must
 /// not stall the shell's output forever.
 const VIEWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -406,6 +409,19 @@ fn handle_request(
                 // The viewer left already; what else it sent (typing) is still carried out.
                 Err(error) => tracing::info!(viewer = id, %error, "viewer gone during replay"),
             }
+        }
+        ShimRequest::Input(bytes) if bytes.contains(&CTRL_C) => {
+            // Where the output stood before the keystroke: all of it came before the interrupt.
+            let before = shared.lock().ring.end();
+            let discard = {
+                let mut controls = controls();
+                controls.write_input(&bytes)?;
+                controls.ctrl_c_flushes()
+            };
+            // After every output before `before` on each viewer's connection (broadcast under
+            // the same lock), so a viewer knows what it may drop.
+            let mut state = shared.lock();
+            broadcast(&mut state, &ShimEvent::Interrupted { before, discard });
         }
         ShimRequest::Input(bytes) => controls().write_input(&bytes)?,
         ShimRequest::Resize(size) => controls().resize(size)?,

@@ -62,6 +62,15 @@ pub enum ShimEvent {
     },
     /// The answer to `Status`.
     Status(ShimStatus),
+    /// Input carrying Ctrl-C (0x03) was written to the terminal after all output before
+    /// `before`; with `discard`, the tty took it as an interrupt and flushed its output
+    /// (`PtyMessage::Interrupted`).
+    Interrupted {
+        /// Offset of the first output byte read after the input was written.
+        before: u64,
+        /// Whether the terminal flushed its output.
+        discard: bool,
+    },
     /// The answer to `Release`: the shell and its container are gone, the socket is removed,
     /// and the shim is exiting. (A shim that dies first just closes the connection.)
     Released,

@@ -187,6 +187,8 @@ struct Flow {
     /// `sent` and the session's output offset when the current terminal's output began
     /// (`None` until its node says where that is).
     base: Option<(u64, u64)>,
+    /// Whether the client acknowledges: only such a client gets `flush` frames.
+    acking: bool,
 }
 
 impl Flow {
@@ -196,6 +198,13 @@ impl Flow {
         let (base_sent, base_offset) = self.base?;
         let consumed = bytes.min(self.sent).checked_sub(base_sent)?;
         Some(base_offset + consumed)
+    }
+
+    /// Where the session offset `offset` falls in this socket's `stdout` bytes, if the client
+    /// acknowledges and the current terminal's output has begun.
+    fn bytes_at(&self, offset: u64) -> Option<u64> {
+        let (base_sent, base_offset) = self.base.filter(|_| self.acking)?;
+        Some((base_sent + offset.saturating_sub(base_offset)).min(self.sent))
     }
 }
 
@@ -270,6 +279,20 @@ async fn pump(
                 if let Some(announcement) = announce.take()
                     && output
                         .send(announcement.frame(Some(from_offset)))
+                        .await
+                        .is_err()
+                {
+                    return Ended::ViewerGone;
+                }
+            }
+            Ok(Some(PtyMessage::Interrupted { before, discard })) => {
+                let at = flow
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .bytes_at(before);
+                if let Some(bytes) = at
+                    && output
+                        .send(text(&ServerFrame::Flush { bytes, discard }))
                         .await
                         .is_err()
                 {
@@ -526,7 +549,11 @@ async fn relay(socket: WebSocket, attached: Attached, terminal: Terminal) {
                             PtyMessage::Resize(new_size)
                         }
                         Ok(ClientFrame::Ack { bytes }) => {
-                            let reached = flow.lock().unwrap_or_else(|p| p.into_inner()).offset_for(bytes);
+                            let reached = {
+                                let mut flow = flow.lock().unwrap_or_else(|p| p.into_inner());
+                                flow.acking = true;
+                                flow.offset_for(bytes)
+                            };
                             match reached {
                                 Some(offset) => PtyMessage::Ack { offset },
                                 None => continue,

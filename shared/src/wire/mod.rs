@@ -430,6 +430,16 @@ pub enum PtyMessage {
         /// Offset in the session's output of the first byte not yet consumed.
         offset: u64,
     },
+    /// Input carrying Ctrl-C (0x03) reached the terminal (agent → coordinator), after all
+    /// output before `before`. With `discard`, the tty took it as an interrupt and flushed its
+    /// output (ISIG set, NOFLSH not): output before `before` that a viewer has not drawn yet
+    /// is stale, as the tty's own buffer was.
+    Interrupted {
+        /// Offset of the first output byte written after the input.
+        before: u64,
+        /// Whether the terminal flushed its output.
+        discard: bool,
+    },
 }
 
 #[cfg(test)]

@@ -235,6 +235,10 @@ pub fn pty_messages() -> Vec<PtyMessage> {
             from_offset: u64::MAX,
         },
         PtyMessage::Ack { offset: 65_536 },
+        PtyMessage::Interrupted {
+            before: 4096,
+            discard: true,
+        },
     ]
 }
 
