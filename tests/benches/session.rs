@@ -76,10 +76,7 @@ impl BarePty {
         let mut read = 0;
         let mut from = 0;
         loop {
-            if let Some(at) = self.seen[from..]
-                .windows(needle.len())
-                .position(|w| w == needle)
-            {
+            if let Some(at) = memchr::memmem::find(&self.seen[from..], needle) {
                 self.seen.drain(..from + at + needle.len());
                 return read;
             }
@@ -114,10 +111,7 @@ impl Remote {
         loop {
             // Only bytes not yet searched (plus an overlap for a needle cut in two).
             let from = self.consumed;
-            if let Some(at) = self.viewer.output[from..]
-                .windows(needle.len())
-                .position(|w| w == needle)
-            {
+            if let Some(at) = memchr::memmem::find(&self.viewer.output[from..], needle) {
                 let end = from + at + needle.len();
                 self.viewer.output.drain(..end);
                 self.consumed = 0;
