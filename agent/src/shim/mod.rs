@@ -411,13 +411,14 @@ fn handle_request(
             }
         }
         ShimRequest::Input(bytes) if bytes.contains(&CTRL_C) => {
+            let mut controls = controls();
+            // The mode the keystroke meets is the running program's: read before writing, for
+            // once the interrupt has landed a shell's line editor may switch to raw mode at once.
+            let discard = controls.ctrl_c_flushes();
             // Where the output stood before the keystroke: all of it came before the interrupt.
             let before = shared.lock().ring.end();
-            let discard = {
-                let mut controls = controls();
-                controls.write_input(&bytes)?;
-                controls.ctrl_c_flushes()
-            };
+            controls.write_input(&bytes)?;
+            drop(controls);
             // After every output before `before` on each viewer's connection (broadcast under
             // the same lock), so a viewer knows what it may drop.
             let mut state = shared.lock();
