@@ -604,6 +604,9 @@ async fn sessions_are_forked_by_the_shim_zygote() {
             "the shell's ancestors {ancestors:?} miss the zygote"
         );
         assert_eq!(ancestors.len(), 2, "shell → shim → zygote: {ancestors:?}");
+        let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm(ancestors[0]).trim(), "fogshell-shim");
+        assert_eq!(comm(zygote).trim(), "fogshell-agent");
         // The shell works: its terminal answers.
         let mut pty = node
             .runtime

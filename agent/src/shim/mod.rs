@@ -168,6 +168,11 @@ pub fn delete(dir: &Path) -> Result<(), String> {
 /// Runs the shim until the agent releases it. Called before any thread exists.
 pub fn run(dir: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
+    // `ps`, `top` and `pgrep fogshell-shim` tell shims from the agent (and the zygote, whose
+    // command line forked shims share).
+    if let Err(error) = nix::sys::prctl::set_name(c"fogshell-shim") {
+        tracing::debug!(%error, "could not name the shim process");
+    }
     let spec = read_spec(dir)?;
     let span = tracing::info_span!("shim", session_id = %spec.session_id);
     let _entered = span.enter();
