@@ -209,9 +209,11 @@ function statusText(frame) {
 // ---------------------------------------------------------------------------------------
 // The terminal.
 
-// Acknowledge drawn output every this many bytes (the node lets the shell run 128 KiB ahead).
+// The same numbers as the Rust clients' (fogshell_shared::frame::ACK_EVERY and
+// fogshell_shared::ctrl_c::HOLD_AT_MOST). Acknowledge drawn output every this many bytes (the
+// node lets the shell run 128 KiB ahead)…
 const ACK_EVERY = 16 * 1024;
-// How long output after a Ctrl-C waits for the gateway's `flush` answer at most.
+// …and hold output after a Ctrl-C for the gateway's `flush` answer this long at most.
 const CTRL_C_HOLD_MS = 250;
 
 class TerminalView {

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use fogshell_shared::api::{AttachInfo, CreateSessionRequest, CreateSessionResponse};
 use fogshell_shared::ctrl_c::CtrlCHold;
-use fogshell_shared::frame::{ClientFrame, Payload, ServerFrame, StreamState};
+use fogshell_shared::frame::{ClientFrame, Payload, ServerFrame, StreamState, ack_due};
 use fogshell_shared::{ErrorBody, Secret};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
@@ -306,13 +306,6 @@ async fn wait_for_callback(listener: &tokio::net::TcpListener) -> Result<String,
     }
 }
 
-/// How often `shell` acknowledges output: every this many bytes written to the terminal.
-const ACK_EVERY: u64 = 16 * 1024;
-
-/// How long output after a Ctrl-C is held for the gateway's `flush` answer before it is drawn
-/// anyway (an answer takes about a millisecond; a gateway that never sends one costs this).
-const CTRL_C_HOLD: std::time::Duration = std::time::Duration::from_millis(250);
-
 async fn relay_terminal<S>(socket: tokio_tungstenite::WebSocketStream<S>) -> Result<i32, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -329,7 +322,6 @@ where
     // Output after a Ctrl-C waits for the gateway's answer: what the interrupt made stale is
     // dropped, as a local tty drops it (`fogshell_shared::ctrl_c`).
     let mut hold = CtrlCHold::new();
-    let mut hold_until = tokio::time::Instant::now();
     let send = |frame: ClientFrame| Message::Text(frame.encode().into());
     loop {
         let mut draw = Vec::new();
@@ -362,17 +354,14 @@ where
                     Ok(0) | Err(_) => { stdin_open = false; vec![0x04] }
                     Ok(n) => buf[..n].to_vec(),
                 };
-                if !hold.holding() {
-                    hold_until = tokio::time::Instant::now() + CTRL_C_HOLD;
-                }
-                hold.sent(&bytes);
+                hold.sent(&bytes, std::time::Instant::now());
                 let payload = Payload::new(bytes).map_err(|_| "input chunk over the frame cap")?;
                 sink.send(send(ClientFrame::Stdin(payload))).await.map_err(|e| e.to_string())?;
             }
             _ = winch.recv() => {
                 sink.send(send(ClientFrame::Resize(fogshell_term::size()))).await.map_err(|e| e.to_string())?;
             }
-            () = tokio::time::sleep_until(hold_until), if hold.holding() => draw = hold.release(),
+            () = sleep_until(hold.deadline()), if hold.holding() => draw = hold.release(),
         }
         if !draw.is_empty() {
             stdout.write_all(&draw).await.map_err(|e| e.to_string())?;
@@ -381,11 +370,19 @@ where
         // Flow control: what reached the terminal (or was dropped as stale) is acknowledged,
         // so a flood stays a small window ahead of it and Ctrl-C stops it at once.
         let consumed = hold.consumed();
-        if consumed > acked && (acked == 0 || consumed - acked >= ACK_EVERY) {
+        if ack_due(consumed, acked) {
             acked = consumed;
             sink.send(send(ClientFrame::Ack { bytes: consumed }))
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -12,8 +12,14 @@
 //!
 //! Sans-I/O: the caller feeds it what it sends and receives and draws what it returns.
 
+use std::time::{Duration, Instant};
+
 /// Ctrl-C, the byte that starts a hold.
 pub const CTRL_C: u8 = 0x03;
+
+/// How long output is held for an answer at most: an answer takes about a millisecond; a
+/// gateway that never sends one (an older one) costs this once per Ctrl-C.
+pub const HOLD_AT_MOST: Duration = Duration::from_millis(250);
 
 /// A client's `stdout` bookkeeping around its Ctrl-Cs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,6 +32,8 @@ pub struct CtrlCHold {
     held: Vec<u8>,
     /// Bytes dropped so far.
     dropped: u64,
+    /// When the current hold began.
+    held_since: Option<Instant>,
 }
 
 impl CtrlCHold {
@@ -34,13 +42,23 @@ impl CtrlCHold {
         Self::default()
     }
 
-    /// The client sent `input`: if it carries Ctrl-C, output is held from now until the
-    /// answer.
-    pub fn sent(&mut self, input: &[u8]) {
+    /// The client sent `input` at `now`: if it carries Ctrl-C, output is held from now until
+    /// the answer, or until [`CtrlCHold::deadline`].
+    pub fn sent(&mut self, input: &[u8], now: Instant) {
         let interrupts = input.iter().filter(|&&b| b == CTRL_C).count();
+        if interrupts > 0 && self.pending == 0 {
+            self.held_since = Some(now);
+        }
         self.pending = self
             .pending
             .saturating_add(u32::try_from(interrupts).unwrap_or(u32::MAX));
+    }
+
+    /// While holding: when to give up on the answer and [`release`](CtrlCHold::release).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.held_since
+            .filter(|_| self.pending > 0)
+            .map(|since| since + HOLD_AT_MOST)
     }
 
     /// `stdout` arrived; returns what to draw now (nothing while holding).
@@ -91,11 +109,6 @@ impl CtrlCHold {
         self.received - self.held.len() as u64
     }
 
-    /// `stdout` bytes received on this socket.
-    pub fn total_received(&self) -> u64 {
-        self.received
-    }
-
     /// Bytes dropped as stale so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -111,7 +124,7 @@ mod tests {
     fn output_before_the_interrupt_is_dropped_and_the_rest_drawn() {
         let mut hold = CtrlCHold::new();
         assert_eq!(hold.received(b"yyyy"), b"yyyy");
-        hold.sent(b"\x03");
+        hold.sent(b"\x03", Instant::now());
         assert!(hold.holding());
         // Produced before the interrupt: 6 more bytes; then the prompt.
         assert_eq!(hold.received(b"yyyyyy"), b"");
@@ -119,13 +132,13 @@ mod tests {
         assert_eq!(hold.flush(10, true), b"^C\r\n$ ");
         assert_eq!(hold.dropped(), 6);
         assert!(!hold.holding());
-        assert_eq!(hold.consumed(), hold.total_received());
+        assert_eq!(hold.consumed(), 4 + 6 + 6);
     }
 
     #[test]
     fn a_key_a_raw_program_took_loses_nothing() {
         let mut hold = CtrlCHold::new();
-        hold.sent(b"\x03");
+        hold.sent(b"\x03", Instant::now());
         assert_eq!(hold.received(b"before"), b"");
         assert_eq!(hold.flush(6, false), b"before");
         assert_eq!(hold.dropped(), 0);
@@ -134,10 +147,14 @@ mod tests {
     #[test]
     fn a_late_answer_is_given_up_on() {
         let mut hold = CtrlCHold::new();
-        hold.sent(b"ab\x03");
+        let now = Instant::now();
+        assert_eq!(hold.deadline(), None);
+        hold.sent(b"ab\x03", now);
+        assert_eq!(hold.deadline(), Some(now + HOLD_AT_MOST));
         hold.received(b"held");
         assert_eq!(hold.release(), b"held");
         assert!(!hold.holding());
+        assert_eq!(hold.deadline(), None);
         // The answer that comes after changes nothing.
         assert_eq!(hold.flush(4, true), b"");
         assert_eq!(hold.received(b"next"), b"next");
@@ -146,7 +163,7 @@ mod tests {
     #[test]
     fn input_without_ctrl_c_holds_nothing() {
         let mut hold = CtrlCHold::new();
-        hold.sent(b"ls\r");
+        hold.sent(b"ls\r", Instant::now());
         assert_eq!(hold.received(b"out"), b"out");
     }
 
@@ -175,7 +192,7 @@ mod tests {
                         all.extend_from_slice(&data);
                         drawn.extend(hold.received(&data));
                     }
-                    Step::Send(n) => hold.sent(&vec![CTRL_C; usize::from(n)]),
+                    Step::Send(n) => hold.sent(&vec![CTRL_C; usize::from(n)], Instant::now()),
                     Step::Flush(bytes, discard) => {
                         let bytes = bytes % (all.len() as u64 + 8);
                         if discard {

@@ -133,6 +133,16 @@ pub enum ClientFrame {
     },
 }
 
+/// How often a client that acknowledges does: at its first output, then every this many
+/// `stdout` bytes consumed.
+pub const ACK_EVERY: u64 = 16 * 1024;
+
+/// Whether a client that has acknowledged `acked` bytes and consumed `consumed` should send
+/// `{"type":"ack","bytes":consumed}` now.
+pub fn ack_due(consumed: u64, acked: u64) -> bool {
+    consumed > acked && (acked == 0 || consumed - acked >= ACK_EVERY)
+}
+
 /// Input bytes, at most [`MAX_PAYLOAD_BYTES`].
 pub type StdinData = Payload;
 
@@ -589,6 +599,15 @@ fn optional_string(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acknowledgements_come_at_the_first_output_then_every_ack_every_bytes() {
+        assert!(!ack_due(0, 0), "nothing consumed, nothing to say");
+        assert!(ack_due(1, 0), "the first output at once");
+        assert!(!ack_due(ACK_EVERY, 1));
+        assert!(ack_due(ACK_EVERY + 1, 1));
+        assert!(!ack_due(5, 9), "never backwards");
+    }
 
     #[test]
     fn client_frames_match_the_seed_word_for_word() {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use fogshell_shared::ctrl_c::CtrlCHold;
+use fogshell_shared::frame::ack_due;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -24,17 +25,9 @@ pub struct Viewer {
     /// With flow control on ([`Viewer::acknowledge`]): `stdout` bytes acknowledged, and the
     /// output held after a Ctrl-C until the gateway's `flush` answer (as the console does).
     acks: Option<(u64, CtrlCHold)>,
-    /// When output held after a Ctrl-C is drawn even without an answer.
-    hold_until: tokio::time::Instant,
     /// `stdout` payload bytes received, drawn or not.
     pub received: u64,
 }
-
-/// How long a viewer holds output after its Ctrl-C for the gateway's answer.
-pub const CTRL_C_HOLD: Duration = Duration::from_millis(250);
-
-/// How often a viewer with flow control acknowledges: every this many `stdout` bytes.
-pub const ACK_EVERY: u64 = 16 * 1024;
 
 /// How an HTTP request for the upgrade was answered when it was refused.
 #[derive(Debug)]
@@ -79,7 +72,6 @@ impl Viewer {
                 frames: Vec::new(),
                 closed: None,
                 acks: None,
-                hold_until: tokio::time::Instant::now(),
                 received: 0,
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refused {
@@ -125,10 +117,7 @@ impl Viewer {
     /// Types `bytes`.
     pub async fn type_bytes(&mut self, bytes: &[u8]) {
         if let Some((_, hold)) = &mut self.acks {
-            if !hold.holding() {
-                self.hold_until = tokio::time::Instant::now() + CTRL_C_HOLD;
-            }
-            hold.sent(bytes);
+            hold.sent(bytes, std::time::Instant::now());
         }
         let frame = json!({"type": "stdin", "data_b64": B64.encode(bytes)});
         self.send_text(&frame.to_string()).await;
@@ -142,14 +131,12 @@ impl Viewer {
 
     /// Reads one message (`false` when the socket is closed or `within` passed).
     pub async fn read_one(&mut self, within: Duration) -> bool {
-        let holding = self.acks.as_ref().is_some_and(|(_, hold)| hold.holding());
-        let wait = if holding {
-            within.min(
-                self.hold_until
-                    .saturating_duration_since(tokio::time::Instant::now()),
-            )
-        } else {
-            within
+        let deadline = self.acks.as_ref().and_then(|(_, hold)| hold.deadline());
+        let wait = match deadline {
+            Some(deadline) => {
+                within.min(deadline.saturating_duration_since(std::time::Instant::now()))
+            }
+            None => within,
         };
         let message = match tokio::time::timeout(wait, self.socket.next()).await {
             Ok(Some(Ok(m))) => m,
@@ -160,8 +147,9 @@ impl Viewer {
             Err(_) => {
                 // The answer to a Ctrl-C is late: draw what was held.
                 if let Some((_, hold)) = &mut self.acks
-                    && hold.holding()
-                    && tokio::time::Instant::now() >= self.hold_until
+                    && hold
+                        .deadline()
+                        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
                 {
                     let held = hold.release();
                     self.output.extend_from_slice(&held);
@@ -207,14 +195,15 @@ impl Viewer {
     }
 
     /// With flow control on, acknowledges what was consumed (drawn or dropped) since the last
-    /// acknowledgement, once that is [`ACK_EVERY`] bytes (the first output at once: from then
-    /// on the node knows this viewer paces the shell). `false` if the socket is gone.
+    /// acknowledgement, as often as `fogshell_shared::frame::ack_due` says (the first output at
+    /// once: from then on the node knows this viewer paces the shell). `false` if the socket
+    /// is gone.
     async fn send_ack(&mut self) -> bool {
         let Some((acked, hold)) = &mut self.acks else {
             return true;
         };
         let consumed = hold.consumed();
-        if consumed > *acked && (*acked == 0 || consumed - *acked >= ACK_EVERY) {
+        if ack_due(consumed, *acked) {
             *acked = consumed;
             let ack = json!({"type": "ack", "bytes": consumed}).to_string();
             if self.socket.send(Message::Text(ack.into())).await.is_err() {

@@ -60,7 +60,7 @@ impl Controls {
         (self.termios)().is_ok_and(|t| {
             t.local_modes.contains(LocalModes::ISIG)
                 && !t.local_modes.contains(LocalModes::NOFLSH)
-                && t.special_codes[SpecialCodeIndex::VINTR] == 0x03
+                && t.special_codes[SpecialCodeIndex::VINTR] == fogshell_shared::ctrl_c::CTRL_C
         })
     }
 }

@@ -27,6 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use fogshell_shared::ctrl_c::CTRL_C;
 use fogshell_shared::wire::{Decoder, encode};
 
 use self::child::Shell;
@@ -41,9 +42,6 @@ pub const RING_BYTES: usize = 1024 * 1024;
 /// Two of the gateway's largest frames, so output keeps flowing while an acknowledgement is
 /// on its way back (64 KiB made the stream wait for each one: docs/benchmarks.md).
 pub const FLOW_WINDOW: u64 = 128 * 1024;
-
-/// Ctrl-C: input carrying it is answered with [`ShimEvent::Interrupted`].
-const CTRL_C: u8 = 0x03;
 
 /// How long a write to a viewer may block before the viewer is dropped: a stuck agent must
 /// not stall the shell's output forever.
@@ -415,6 +413,7 @@ fn handle_request(
                 Err(error) => tracing::info!(viewer = id, %error, "viewer gone during replay"),
             }
         }
+        // Input carrying Ctrl-C is answered with where the interrupt fell.
         ShimRequest::Input(bytes) if bytes.contains(&CTRL_C) => {
             let mut controls = controls();
             // The mode the keystroke meets is the running program's: read before writing, for

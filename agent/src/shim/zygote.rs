@@ -80,10 +80,11 @@ fn next_request(control: &impl AsFd) -> Result<Option<(PathBuf, OwnedFd)>, Strin
         if received.bytes == 0 && fds.is_empty() {
             return Ok(None);
         }
-        let (Some(ready), 1) = (fds.pop(), fds.len() + 1) else {
+        if fds.len() != 1 {
             tracing::warn!(fds = fds.len(), "a request without exactly one descriptor");
             continue;
-        };
+        }
+        let Some(ready) = fds.pop() else { continue };
         buf.truncate(received.bytes);
         let Ok(path) = String::from_utf8(buf) else {
             tracing::warn!("a request whose path is not UTF-8");
