@@ -32,6 +32,12 @@ const MAX_REQUEST: usize = 4096;
 pub fn run_zygote(sessions: &Path) -> Result<(), String> {
     // The kernel reaps the forked shims: the zygote never waits for them.
     set_sigchld(SigHandler::SigIgn, SaFlags::SA_NOCLDWAIT)?;
+    // libcontainer reaches /proc through pathrs, which mounts a private procfs the first time
+    // and caches it for the process. Made here once, every forked shim — and the container
+    // processes libcontainer forks from it — finds it made instead of mounting its own.
+    if let Err(error) = pathrs::procfs::ProcfsHandle::new() {
+        tracing::debug!(%error, "no procfs handle cached for the shims");
+    }
     let control = rustix::stdio::stdin();
     loop {
         let Some((dir, ready)) = next_request(&control)? else {
