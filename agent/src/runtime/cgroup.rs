@@ -35,18 +35,37 @@ impl Layout {
         }
     }
 
-    /// Every directory that holds the cgroup at `path` (one per controller on v1).
+    /// Every directory that may hold the cgroup at `path`: on v1 one per hierarchy the host
+    /// mounts (whichever controllers libcontainer used), on v2 the one.
     pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
         let rel = path.trim_start_matches('/');
         match self {
-            Self::V1 { root } => [
-                "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
-            ]
-            .iter()
-            .map(|c| root.join(c).join(rel))
-            .collect(),
+            Self::V1 { root } => {
+                // Co-mounted controllers appear as symlinks (`cpu` → `cpu,cpuacct`): the
+                // directories alone name each hierarchy once.
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|entry| entry.path().join(rel))
+                    .collect();
+                dirs.sort();
+                dirs
+            }
             Self::V2 { root } => vec![root.join(rel)],
         }
+    }
+
+    /// Removes the cgroup at `path` from every hierarchy, killing what is still in it (a
+    /// container's processes outlive its init by a moment: the kernel kills them when the
+    /// init dies, and they must be gone before the directory can go), as libcontainer's
+    /// delete does.
+    pub fn remove(&self, path: &str) -> std::io::Result<()> {
+        for dir in self.dirs(path) {
+            remove_dir_killing(&dir)?;
+        }
+        Ok(())
     }
 
     /// The limits in force and the current usage of the cgroup at `path`.
@@ -87,6 +106,42 @@ impl Layout {
                     oom_kills: stat_field(&read(&at("memory.events"))?, "oom_kill"),
                 };
                 Ok((limits(cpu, memory, pids), usage))
+            }
+        }
+    }
+}
+
+/// How often, and how long apart, a busy cgroup directory is tried again (libcontainer's
+/// delete gives up after four tries too).
+const REMOVE_TRIES: u32 = 4;
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // EBUSY: processes are still in it.
+            Err(error)
+                if error.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32)
+                    && tries < REMOVE_TRIES =>
+            {
+                tries += 1;
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(REMOVE_PAUSE * tries);
+            }
+            Err(error) => {
+                return Err(std::io::Error::new(
+                    error.kind(),
+                    format!("removing {}: {error}", dir.display()),
+                ));
             }
         }
     }
@@ -154,6 +209,39 @@ mod tests {
             stat_field("usage_usec 1234\nuser_usec 1000\n", "usage_usec"),
             1234
         );
+    }
+
+    #[test]
+    fn a_v1_cgroup_is_found_and_removed_in_every_hierarchy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for hierarchy in ["memory", "cpu,cpuacct", "pids"] {
+            std::fs::create_dir_all(root.join(hierarchy).join("fogshell/x")).unwrap();
+        }
+        // Co-mounted controllers are also reachable through symlinks; a plain file is no
+        // hierarchy.
+        std::os::unix::fs::symlink("cpu,cpuacct", root.join("cpu")).unwrap();
+        std::fs::write(root.join("README"), "").unwrap();
+        let layout = Layout::V1 {
+            root: root.to_path_buf(),
+        };
+        assert_eq!(
+            layout.dirs("/fogshell/x"),
+            ["cpu,cpuacct", "memory", "pids"]
+                .map(|h| root.join(h).join("fogshell/x"))
+                .to_vec()
+        );
+        // `pids` has it no more: removal goes on to the others.
+        std::fs::remove_dir(root.join("pids/fogshell/x")).unwrap();
+        layout.remove("/fogshell/x").unwrap();
+        assert!(layout.dirs("/fogshell/x").iter().all(|d| !d.exists()));
+        assert!(
+            root.join("memory/fogshell").exists(),
+            "only the cgroup itself goes"
+        );
+        // A directory that will not go is an error, not a silent leftover.
+        std::fs::create_dir_all(root.join("memory/fogshell/y/child")).unwrap();
+        assert!(layout.remove("/fogshell/y").is_err());
     }
 
     #[test]
