@@ -211,28 +211,28 @@ pub fn run(dir: &Path) -> Result<(), String> {
     });
     let (lifecycle_tx, lifecycle_rx) = mpsc::channel();
 
-    let reader = shell.reader().map_err(|e| format!("PTY reader: {e}"))?;
-    let output_thread = {
-        let shared = Arc::clone(&shared);
-        std::thread::spawn(move || pump_output(reader, &shared))
-    };
-    let (output_done_tx, output_done_rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let _ = output_thread.join();
-        let _ = output_done_tx.send(());
-    });
-    {
-        let tx = lifecycle_tx.clone();
-        std::thread::spawn(move || {
-            let code = child::wait_for_exit(pid);
-            let _ = tx.send(Lifecycle::Exited(code));
-        });
-    }
+    // The agent attaches right after `ready`: viewers are accepted first, output is kept in
+    // the ring for them from the start either way.
     {
         let shared = Arc::clone(&shared);
         let controls = shell.controls().map_err(|e| format!("PTY writer: {e}"))?;
-        std::thread::spawn(move || accept_viewers(listener, &shared, controls, lifecycle_tx));
+        let tx = lifecycle_tx.clone();
+        std::thread::spawn(move || accept_viewers(listener, &shared, controls, tx));
     }
+    let reader = shell.reader().map_err(|e| format!("PTY reader: {e}"))?;
+    // The output thread holds the sender: its end, however it comes, disconnects the channel.
+    let (output_done_tx, output_done_rx) = mpsc::channel::<()>();
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let _done = output_done_tx;
+            pump_output(reader, &shared);
+        });
+    }
+    std::thread::spawn(move || {
+        let code = child::wait_for_exit(pid);
+        let _ = lifecycle_tx.send(Lifecycle::Exited(code));
+    });
 
     // `None` once the shell's remains are deleted.
     let mut shell = Some(shell);
