@@ -33,6 +33,17 @@ pub struct ContainerRuntime {
     cgroups: Layout,
     /// The cgroup every session container of this runtime sits under.
     cgroup_parent: String,
+    /// Images already prepared, with what a session's spec needs of them.
+    ready: Arc<std::sync::Mutex<HashMap<fogshell_shared::Digest, Arc<ReadyImage>>>>,
+}
+
+/// A prepared image and the files of it every session's spec reads.
+#[derive(Debug)]
+struct ReadyImage {
+    image: crate::image::PreparedImage,
+    /// `/etc/passwd` and `/etc/group` (empty when the image has none).
+    passwd: String,
+    group: String,
 }
 
 /// The parent cgroup of every session container, unless [`ContainerRuntime::in_cgroup`] says
@@ -61,6 +72,7 @@ impl ContainerRuntime {
             state_root: state_dir.join("containers"),
             cgroups: Layout::detect(),
             cgroup_parent: CGROUP_PARENT.into(),
+            ready: Arc::default(),
         }
     }
 
@@ -89,7 +101,7 @@ impl ContainerRuntime {
     async fn prepare_image(
         &self,
         request: &SessionRequest,
-    ) -> Result<crate::image::PreparedImage, RuntimeError> {
+    ) -> Result<Arc<ReadyImage>, RuntimeError> {
         let image = request.image_ref.as_ref().ok_or_else(|| {
             RuntimeError::Refused("the libcontainer driver needs an image".into())
         })?;
@@ -121,11 +133,32 @@ impl ContainerRuntime {
     async fn prepare_stored(
         &self,
         digest: fogshell_shared::Digest,
-    ) -> Result<crate::image::PreparedImage, ImageError> {
+    ) -> Result<Arc<ReadyImage>, ImageError> {
+        // An unpacked root filesystem never changes (it is named by its digest): what was
+        // read of it once serves every later session, as long as it is still there.
+        let known = lock(&self.ready).get(&digest).cloned();
+        if let Some(ready) = known
+            && ready.image.rootfs.is_dir()
+        {
+            return Ok(ready);
+        }
         let images = Arc::clone(&self.images);
-        tokio::task::spawn_blocking(move || images.prepare(&digest))
-            .await
-            .map_err(|e| ImageError::BadImage(format!("image task: {e}")))?
+        let ready = tokio::task::spawn_blocking(move || {
+            let image = images.prepare(&digest)?;
+            let read_etc = |name: &str| {
+                std::fs::read_to_string(image.rootfs.join("etc").join(name)).unwrap_or_default()
+            };
+            let (passwd, group) = (read_etc("passwd"), read_etc("group"));
+            Ok::<_, ImageError>(Arc::new(ReadyImage {
+                image,
+                passwd,
+                group,
+            }))
+        })
+        .await
+        .map_err(|e| ImageError::BadImage(format!("image task: {e}")))??;
+        lock(&self.ready).insert(digest, Arc::clone(&ready));
+        Ok(ready)
     }
 }
 
@@ -161,13 +194,10 @@ impl Runtime for ContainerRuntime {
                         .into(),
                 ));
             }
-            let image = self.prepare_image(request).await?;
+            let ready = self.prepare_image(request).await?;
+            let image = &ready.image;
             let dir = self.host.create_dir(request.session_id)?;
             let result = async {
-                let read_etc = |name: &str| {
-                    std::fs::read_to_string(image.rootfs.join("etc").join(name)).unwrap_or_default()
-                };
-                let (passwd, group) = (read_etc("passwd"), read_etc("group"));
                 let session = request.session_id.to_string();
                 let mut run = image.config.clone();
                 if let Some(command) = &request.command {
@@ -177,8 +207,8 @@ impl Runtime for ContainerRuntime {
                 let spec = bundle::spec(&BundleParams {
                     rootfs: &image.rootfs,
                     run: &run,
-                    passwd: &passwd,
-                    group: &group,
+                    passwd: &ready.passwd,
+                    group: &ready.group,
                     limits: request.limits,
                     session: &session,
                     cgroups_path: &cgroups,
@@ -258,4 +288,8 @@ impl Runtime for ContainerRuntime {
             usage: Some(usage),
         })
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
