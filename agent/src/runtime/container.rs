@@ -215,8 +215,8 @@ impl Runtime for ContainerRuntime {
                     size: TermSize::new(80, 24).expect("80x24 is in range"),
                 })
                 .map_err(|e| RuntimeError::Refused(e.to_string()))?;
-                let bundle_dir = dir.join("bundle");
-                std::fs::create_dir(&bundle_dir).map_err(RuntimeError::io("creating the bundle"))?;
+                // The session directory is the bundle: one directory fewer to make and remove.
+                let bundle_dir = dir.clone();
                 spec.save(bundle_dir.join("config.json"))
                     .map_err(|e| RuntimeError::Shim(format!("writing config.json: {e}")))?;
                 let id = container_id(request.session_id);

@@ -263,6 +263,8 @@ impl ShimHost {
                     (Box::new(stdout), Some(child))
                 }
             };
+        // The record is written while the shim starts the shell, off the session's path.
+        let recorded = write_json(&record_path(&dir), record);
         // A forked shim first says who it is (`shim <pid>`), so it can be killed if its shell
         // never comes up; every shim then says `ready <shell pid>`.
         let mut shim_pid = None;
@@ -299,7 +301,12 @@ impl ShimHost {
                 last_error_line(&log)
             )));
         }
-        write_json(&record_path(&dir), record)?;
+        if let Err(error) = recorded {
+            // A shell the node cannot account for after a restart is not started: it ends
+            // the ordinary way (the caller removes what is left).
+            let _ = self.release(record.session_id).await;
+            return Err(error);
+        }
         if let Some(mut child) = exec_child {
             // Reap the shim whenever it ends, so it never lingers as a zombie of the agent;
             // and start a zygote for the next session, off this one's path.
