@@ -197,6 +197,8 @@ impl Runtime for ContainerRuntime {
             let ready = self.prepare_image(request).await?;
             let image = &ready.image;
             let dir = self.host.create_dir(request.session_id)?;
+            // The shim forks and sets itself up while the bundle is written.
+            let early = self.host.fork_early(&dir);
             let result = async {
                 let session = request.session_id.to_string();
                 let mut run = image.config.clone();
@@ -242,7 +244,7 @@ impl Runtime for ContainerRuntime {
                     limits: request.limits,
                     started_at: crate::clock::now(),
                 };
-                self.host.start(&record, &shim_spec).await?;
+                self.host.start(&record, &shim_spec, early).await?;
                 Ok(runtime_ref)
             }
             .await;

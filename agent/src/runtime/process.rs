@@ -89,7 +89,7 @@ impl Runtime for ProcessRuntime {
                 limits: spec.limits,
                 started_at: crate::clock::now(),
             };
-            if let Err(error) = self.host.start(&record, &shim_spec).await {
+            if let Err(error) = self.host.start(&record, &shim_spec, None).await {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(error);
             }

@@ -62,14 +62,24 @@ struct Zygote {
 /// requests, so only a stuck zygote makes this wait.
 const ZYGOTE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Asks the zygote for a shim for the session in `dir`; returns the read end of the pipe the
-/// shim answers on.
-fn request_fork(zygote: &Zygote, dir: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A shim forked for a session before the session's files are written: it sets itself up,
+/// then waits for [`ShimHost::start`] to say they are there. Dropped unused, it ends.
+#[derive(Debug)]
+pub struct EarlyShim {
+    /// What the shim answers on (`shim <pid>`, `ready <pid>`).
+    answers: std::os::fd::OwnedFd,
+    /// One byte here, or its closing, lets the shim go on.
+    go: std::os::fd::OwnedFd,
+}
+
+/// Asks the zygote for a shim for the session in `dir`.
+fn request_fork(zygote: &Zygote, dir: &Path) -> std::io::Result<EarlyShim> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
     use std::os::fd::AsFd as _;
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let rights = [write.as_fd()];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let (go_read, go_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let rights = [write.as_fd(), go_read.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut ancillary = SendAncillaryBuffer::new(&mut space);
     ancillary.push(SendAncillaryMessage::ScmRights(&rights));
     let path = dir.as_os_str().as_encoded_bytes();
@@ -82,9 +92,13 @@ fn request_fork(zygote: &Zygote, dir: &Path) -> std::io::Result<std::os::fd::Own
     if sent != path.len() {
         return Err(std::io::Error::other("the request was cut short"));
     }
-    // Only the shim may hold the write end: its exit must close the pipe.
-    drop(write);
-    Ok(read)
+    // Only the shim may hold these ends: its exit must close the answers pipe, and the
+    // agent's closing of `go` must reach it.
+    drop((write, go_read));
+    Ok(EarlyShim {
+        answers: read,
+        go: go_write,
+    })
 }
 
 fn record_path(dir: &Path) -> PathBuf {
@@ -127,7 +141,10 @@ impl ShimHost {
 
     /// Hands the session in `dir` to the zygote, if one runs; `None` when there is none or it
     /// failed (it is then dropped, and the caller execs a shim itself).
-    fn fork_from_zygote(&self, dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    /// Forks the session's shim now, before its files are written, so the fork and the
+    /// shim's own setting up overlap with the caller's writing them; [`Self::start`] then
+    /// lets it go. `None` when no zygote runs (`start` execs a shim instead).
+    pub fn fork_early(&self, dir: &Path) -> Option<EarlyShim> {
         let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
         let zygote = slot.as_mut()?;
         if !matches!(zygote.process.try_wait(), Ok(None)) {
@@ -136,7 +153,7 @@ impl ShimHost {
             return None;
         }
         match request_fork(zygote, dir) {
-            Ok(read) => Some(read),
+            Ok(early) => Some(early),
             Err(error) => {
                 tracing::warn!(%error, "the shim zygote did not take the session");
                 if let Some(mut zygote) = slot.take() {
@@ -229,40 +246,49 @@ impl ShimHost {
 
     /// Writes the record and the spec, starts the shim (forked by the zygote, or exec'd when
     /// none runs), and waits until its shell runs.
-    pub async fn start(&self, record: &SessionRecord, spec: &ShimSpec) -> Result<(), RuntimeError> {
+    pub async fn start(
+        &self,
+        record: &SessionRecord,
+        spec: &ShimSpec,
+        early: Option<EarlyShim>,
+    ) -> Result<(), RuntimeError> {
         let dir = self.session_dir(record.session_id);
         write_json(&spec_path(&dir), spec)?;
+        let forked = early.or_else(|| self.fork_early(&dir)).map(|early| {
+            // The files are there: the shim may go on.
+            let _ = rustix::io::write(&early.go, b"g");
+            early.answers
+        });
         let log_path = dir.join("shim.log");
         // What the shim answers on: the pipe the zygote's child writes to, or an exec'd shim's
         // stdout.
-        let (answers, mut exec_child): (Box<dyn AsyncRead + Send + Unpin>, _) =
-            match self.fork_from_zygote(&dir) {
-                Some(read) => (
-                    Box::new(
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(read)
-                            .map_err(RuntimeError::io("the shim's pipe"))?,
-                    ),
-                    None,
+        let (answers, mut exec_child): (Box<dyn AsyncRead + Send + Unpin>, _) = match forked {
+            Some(read) => (
+                Box::new(
+                    tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+                        .map_err(RuntimeError::io("the shim's pipe"))?,
                 ),
-                None => {
-                    let log = std::fs::File::create(&log_path)
-                        .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
-                    let mut child = self
-                        .shim_command(&["--dir".as_ref(), dir.as_os_str()])
-                        .stdin(Stdio::null())
-                        .stderr(log)
-                        .spawn()
-                        .map_err(RuntimeError::io(format!(
-                            "starting {}",
-                            self.shim_exe.display()
-                        )))?;
-                    let stdout = child
-                        .stdout
-                        .take()
-                        .ok_or_else(|| RuntimeError::Shim("no stdout".into()))?;
-                    (Box::new(stdout), Some(child))
-                }
-            };
+                None,
+            ),
+            None => {
+                let log = std::fs::File::create(&log_path)
+                    .map_err(RuntimeError::io(format!("creating {}", log_path.display())))?;
+                let mut child = self
+                    .shim_command(&["--dir".as_ref(), dir.as_os_str()])
+                    .stdin(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .map_err(RuntimeError::io(format!(
+                        "starting {}",
+                        self.shim_exe.display()
+                    )))?;
+                let stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| RuntimeError::Shim("no stdout".into()))?;
+                (Box::new(stdout), Some(child))
+            }
+        };
         // The record is written while the shim starts the shell, off the session's path.
         let recorded = write_json(&record_path(&dir), record);
         // A forked shim first says who it is (`shim <pid>`), so it can be killed if its shell

@@ -8,10 +8,14 @@
 //! thread, so its child starts with one.
 //!
 //! Protocol. The zygote's stdin is a Unix socket from the agent. Each message is a session
-//! directory's path (it must be in the zygote's sessions directory) carrying one descriptor
-//! (`SCM_RIGHTS`): the write end of a pipe that becomes the new shim's stdout. Through it the
-//! shim says `shim <its pid>` at once, then `ready <shell pid>` as an exec'd shim does; when
-//! it fails, the agent sees the pipe close and reads the reason in the session's `shim.log`.
+//! directory's path (it must be in the zygote's sessions directory) carrying two descriptors
+//! (`SCM_RIGHTS`): the write end of a pipe that becomes the new shim's stdout, and the read
+//! end of a "go" pipe. The agent asks before it writes the session's files, so the fork and
+//! the shim's setting itself up overlap with that writing; the shim waits for a byte on "go"
+//! (its end without one: the agent gave up) before it touches the session's directory.
+//! Through stdout the shim says `shim <its pid>` at once, then `ready <shell pid>` as an
+//! exec'd shim does; when it fails, the agent sees the pipe close and reads the reason in the
+//! session's `shim.log`.
 //! The end of stdin (the agent stopped) ends the zygote; the shims it forked live on, as
 //! shims outlive an agent restart.
 
@@ -40,7 +44,7 @@ pub fn run_zygote(sessions: &Path) -> Result<(), String> {
     }
     let control = rustix::stdio::stdin();
     loop {
-        let Some((dir, ready)) = next_request(&control)? else {
+        let Some(Request { dir, ready, go }) = next_request(&control)? else {
             return Ok(());
         };
         if dir.parent() != Some(sessions.components().as_path()) || !dir.is_dir() {
@@ -52,18 +56,28 @@ pub fn run_zygote(sessions: &Path) -> Result<(), String> {
         // may go on running ordinary code: no lock can be held by a thread that is not there.
         #[allow(unsafe_code)]
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => std::process::exit(become_shim(&dir, ready)),
-            Ok(ForkResult::Parent { .. }) => drop(ready),
+            Ok(ForkResult::Child) => std::process::exit(become_shim(&dir, ready, go)),
+            Ok(ForkResult::Parent { .. }) => drop((ready, go)),
             Err(error) => tracing::warn!(%error, "fork failed; the session's start fails"),
         }
     }
 }
 
-/// Reads one request: the session directory and the descriptor sent with it. `None` at the
+/// One session's request.
+struct Request {
+    dir: PathBuf,
+    /// Becomes the shim's stdout: what it answers the agent on.
+    ready: OwnedFd,
+    /// A byte here tells the shim its session's files are written; the end without one, that
+    /// the agent gave the session up.
+    go: OwnedFd,
+}
+
+/// Reads one request: the session directory and the descriptors sent with it. `None` at the
 /// end of the stream.
-fn next_request(control: &impl AsFd) -> Result<Option<(PathBuf, OwnedFd)>, String> {
+fn next_request(control: &impl AsFd) -> Result<Option<Request>, String> {
     loop {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut ancillary = RecvAncillaryBuffer::new(&mut space);
         let mut buf = vec![0u8; MAX_REQUEST];
         let received = recvmsg(
@@ -86,23 +100,27 @@ fn next_request(control: &impl AsFd) -> Result<Option<(PathBuf, OwnedFd)>, Strin
         if received.bytes == 0 && fds.is_empty() {
             return Ok(None);
         }
-        if fds.len() != 1 {
-            tracing::warn!(fds = fds.len(), "a request without exactly one descriptor");
+        let (Some(go), Some(ready), None) = (fds.pop(), fds.pop(), fds.pop()) else {
+            tracing::warn!("a request without exactly two descriptors");
             continue;
-        }
-        let Some(ready) = fds.pop() else { continue };
+        };
         buf.truncate(received.bytes);
         let Ok(path) = String::from_utf8(buf) else {
             tracing::warn!("a request whose path is not UTF-8");
             continue;
         };
-        return Ok(Some((PathBuf::from(path), ready)));
+        return Ok(Some(Request {
+            dir: PathBuf::from(path),
+            ready,
+            go,
+        }));
     }
 }
 
 /// In the forked child: leaves the zygote's process group and signal setup, takes `ready` as
-/// stdout and the session's log as stderr, and runs the session. Returns the exit status.
-fn become_shim(dir: &Path, ready: OwnedFd) -> i32 {
+/// stdout, says who it is, waits for `go`, takes the session's log as stderr, and runs the
+/// session. Returns the exit status.
+fn become_shim(dir: &Path, ready: OwnedFd, go: OwnedFd) -> i32 {
     let prepared = (|| {
         // First: an ignored SIGCHLD would be inherited by the container's processes, and the
         // shim itself must wait for its shell.
@@ -114,14 +132,27 @@ fn become_shim(dir: &Path, ready: OwnedFd) -> i32 {
         drop(ready);
         let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
         rustix::stdio::dup2_stdin(&null).map_err(|e| format!("closing stdin: {e}"))?;
-        let log = std::fs::File::create(dir.join("shim.log"))
-            .map_err(|e| format!("creating the log: {e}"))?;
-        rustix::stdio::dup2_stderr(&log).map_err(|e| format!("redirecting the log: {e}"))?;
         use std::io::Write as _;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "shim {}", std::process::id())
             .and_then(|()| stdout.flush())
-            .map_err(|e| format!("answering the agent: {e}"))
+            .map_err(|e| format!("answering the agent: {e}"))?;
+        // Nothing is made in the session's directory before the agent says its files are
+        // written; the end of `go` without a byte means it gave the session up.
+        let mut said = [0u8; 1];
+        let heard = loop {
+            match rustix::io::read(&go, &mut said) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other,
+            }
+        };
+        if !matches!(heard, Ok(1)) {
+            return Err("the agent gave the session up before it started".to_owned());
+        }
+        drop(go);
+        let log = std::fs::File::create(dir.join("shim.log"))
+            .map_err(|e| format!("creating the log: {e}"))?;
+        rustix::stdio::dup2_stderr(&log).map_err(|e| format!("redirecting the log: {e}"))
     })();
     match prepared.and_then(|()| super::run(dir)) {
         Ok(()) => 0,
