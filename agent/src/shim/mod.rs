@@ -185,19 +185,19 @@ pub fn run(dir: &Path) -> Result<(), String> {
     // The shell starts here, while this process has one thread.
     let mut shell = Shell::start(&spec).map_err(|e| format!("starting the shell: {e}"))?;
     let pid = shell.pid();
+    // Tell the agent we are up first (it reads this one line and stops reading): what
+    // follows is bookkeeping, not on the session's start path.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "ready {pid}");
+    let _ = stdout.flush();
+    if let Err(error) = std::fs::write(pid_path(dir), format!("{pid}\n")) {
+        tracing::warn!(%error, "could not record the shell's pid");
+    }
     tracing::info!(
         pid,
         startup_us = started.elapsed().as_micros() as u64,
         "shell started"
     );
-    if let Err(error) = std::fs::write(pid_path(dir), format!("{pid}\n")) {
-        tracing::warn!(%error, "could not record the shell's pid");
-    }
-
-    // Tell the agent we are up; it reads this one line and stops reading.
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "ready {pid}");
-    let _ = stdout.flush();
 
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
