@@ -68,7 +68,7 @@ const ZYGOTE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct EarlyShim {
     /// What the shim answers on (`shim <pid>`, `ready <pid>`).
     answers: std::os::fd::OwnedFd,
-    /// One byte here, or its closing, lets the shim go on.
+    /// One byte here lets the shim go on; closing it without one makes the shim end.
     go: std::os::fd::OwnedFd,
 }
 
@@ -139,11 +139,10 @@ impl ShimHost {
         command
     }
 
-    /// Hands the session in `dir` to the zygote, if one runs; `None` when there is none or it
-    /// failed (it is then dropped, and the caller execs a shim itself).
-    /// Forks the session's shim now, before its files are written, so the fork and the
-    /// shim's own setting up overlap with the caller's writing them; [`Self::start`] then
-    /// lets it go. `None` when no zygote runs (`start` execs a shim instead).
+    /// Has the zygote fork the session's shim now, before the session's files are written,
+    /// so the fork and the shim's setting itself up overlap with the caller's writing them;
+    /// [`Self::start`] then lets it go. `None` when no zygote runs or it failed (it is then
+    /// dropped, and `start` execs a shim instead).
     pub fn fork_early(&self, dir: &Path) -> Option<EarlyShim> {
         let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
         let zygote = slot.as_mut()?;
@@ -244,8 +243,8 @@ impl ShimHost {
         Ok(records)
     }
 
-    /// Writes the record and the spec, starts the shim (forked by the zygote, or exec'd when
-    /// none runs), and waits until its shell runs.
+    /// Writes the spec and the record, starts the shim — lets `early` go, or has the zygote
+    /// fork one, or execs one when no zygote runs — and waits until its shell runs.
     pub async fn start(
         &self,
         record: &SessionRecord,
