@@ -136,7 +136,7 @@ impl ContainerRuntime {
     ) -> Result<Arc<ReadyImage>, ImageError> {
         // An unpacked root filesystem never changes (it is named by its digest): what was
         // read of it once serves every later session, as long as it is still there.
-        let known = lock(&self.ready).get(&digest).cloned();
+        let known = crate::lock(&self.ready).get(&digest).cloned();
         if let Some(ready) = known
             && ready.image.rootfs.is_dir()
         {
@@ -157,7 +157,7 @@ impl ContainerRuntime {
         })
         .await
         .map_err(|e| ImageError::BadImage(format!("image task: {e}")))??;
-        lock(&self.ready).insert(digest, Arc::clone(&ready));
+        crate::lock(&self.ready).insert(digest, Arc::clone(&ready));
         Ok(ready)
     }
 }
@@ -290,8 +290,4 @@ impl Runtime for ContainerRuntime {
             usage: Some(usage),
         })
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -144,7 +144,7 @@ impl ShimHost {
     /// [`Self::start`] then lets it go. `None` when no zygote runs or it failed (it is then
     /// dropped, and `start` execs a shim instead).
     pub fn fork_early(&self, dir: &Path) -> Option<EarlyShim> {
-        let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = crate::lock(&self.zygote);
         let zygote = slot.as_mut()?;
         if !matches!(zygote.process.try_wait(), Ok(None)) {
             tracing::warn!("the shim zygote is gone");
@@ -165,7 +165,7 @@ impl ShimHost {
 
     /// The zygote's process id, if one runs.
     pub fn zygote_pid(&self) -> Option<u32> {
-        let slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = crate::lock(&self.zygote);
         slot.as_ref().and_then(|z| z.process.id())
     }
 
@@ -174,7 +174,7 @@ impl ShimHost {
     /// <sessions dir>/"` finds them all (forked shims keep the zygote's command line). It ends
     /// by itself when the agent goes (its socket closes).
     pub fn prepare_zygote(&self) {
-        let mut slot = self.zygote.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = crate::lock(&self.zygote);
         if let Some(zygote) = slot.as_mut()
             && matches!(zygote.process.try_wait(), Ok(None))
         {

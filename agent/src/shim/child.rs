@@ -154,7 +154,7 @@ impl Shell {
     pub fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
         match &self.kind {
             Kind::Container { master, .. } => Ok(Box::new(master.try_clone()?)),
-            Kind::Process { master } => lock(master)
+            Kind::Process { master } => crate::lock(master)
                 .try_clone_reader()
                 .map_err(std::io::Error::other),
         }
@@ -185,11 +185,13 @@ impl Shell {
                 })
             }
             Kind::Process { master } => {
-                let writer = lock(master).take_writer().map_err(std::io::Error::other)?;
+                let writer = crate::lock(master)
+                    .take_writer()
+                    .map_err(std::io::Error::other)?;
                 // portable-pty lends no descriptor safely; the slave's settings are read by
                 // opening it for the moment of the check (holding it open would keep the
                 // terminal from hanging up when the shell exits).
-                let slave = lock(master)
+                let slave = crate::lock(master)
                     .tty_name()
                     .ok_or_else(|| std::io::Error::other("the PTY has no name"))?;
                 let termios = move || {
@@ -203,7 +205,7 @@ impl Shell {
                 };
                 let master = Arc::clone(master);
                 let resize = move |size: TermSize| {
-                    lock(&master)
+                    crate::lock(&master)
                         .resize(pty_size(size))
                         .map_err(std::io::Error::other)
                 };
@@ -398,10 +400,6 @@ pub fn delete_orphan(spec: &ShimSpec, pid: Option<i32>) -> std::io::Result<()> {
             Ok(())
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Waits for the shell to exit and gives its status as a shell reports it: the exit code, or
