@@ -154,6 +154,21 @@ async fn a_shell_in_a_container_is_isolated() {
         "the container sees {pids} processes: host processes leak in"
     );
 
+    // Signals start at their defaults, whatever the agent inherited (this test binary, like
+    // every Rust program, ignores SIGPIPE): Ctrl-C and closed pipes stop programs.
+    let masks = query(
+        &mut pty,
+        "signals",
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status | tr -d '\\t'",
+    )
+    .await;
+    for mask in masks.split_whitespace() {
+        let (name, hex) = mask.split_once(':').expect("Name:hex");
+        let bits = u64::from_str_radix(hex, 16).expect("a hex mask");
+        // The standard signals (1–31); glibc keeps two real-time signals for itself.
+        assert_eq!(bits & 0x7fff_ffff, 0, "{name} is {hex} in the container");
+    }
+
     // No host files: the root is the image, read-only; home and /tmp are writable.
     let marker = format!("fogshell-host-marker-{}", std::process::id());
     std::fs::write(std::env::temp_dir().join(&marker), "host").unwrap();

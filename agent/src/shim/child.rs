@@ -275,6 +275,44 @@ mod container {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
     use libcontainer::workload::default::DefaultExecutor;
+    use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+    use oci_spec::runtime::Spec;
+
+    /// Execs the container's process with every signal at its default and none blocked.
+    /// Ignored signals survive `exec`: without this the shell, and every program in the
+    /// session, would inherit the shim's (Rust ignores SIGPIPE; an agent started in the
+    /// background by a script ignores SIGINT and SIGQUIT) — Ctrl-C would not stop a program,
+    /// nor a closed pipe its writer.
+    #[derive(Clone)]
+    struct ShellExecutor;
+
+    impl Executor for ShellExecutor {
+        fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+            reset_signals();
+            DefaultExecutor {}.exec(spec)
+        }
+
+        fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+            DefaultExecutor {}.validate(spec)
+        }
+    }
+
+    /// Every signal to its default disposition, and an empty signal mask.
+    fn reset_signals() {
+        use nix::sys::signal::{
+            SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+        };
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        for signal in Signal::iterator() {
+            if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+                continue;
+            }
+            // SAFETY: installs no handler function, only the default disposition.
+            #[allow(unsafe_code)]
+            let _ = unsafe { sigaction(signal, &default) };
+        }
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    }
 
     /// Creates and starts the container; returns it and its terminal's master side.
     pub fn create(
@@ -295,7 +333,7 @@ mod container {
         let _ = std::fs::remove_file(&console);
         let listener = UnixListener::bind(&console)?;
         let mut container = ContainerBuilder::new(container_id.to_owned(), SyscallType::default())
-            .with_executor(DefaultExecutor {})
+            .with_executor(ShellExecutor)
             .with_root_path(state_root)
             .map_err(to_io("state root"))?
             .with_console_socket(Some(&console))
