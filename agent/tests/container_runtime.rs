@@ -126,6 +126,47 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A test that failed half-way leaves nothing running on the developer's machine:
+    /// killing each shell (the container's init) ends its pid namespace, and its shim then
+    /// deletes the container and its cgroups as for any exit.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(sessions) = std::fs::read_dir(self.state_dir.join("sessions")) else {
+            return;
+        };
+        for session in sessions.flatten() {
+            let pid = std::fs::read_to_string(session.path().join("shell.pid"))
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Time for the shims to delete what they ran; then the shims and the zygote, which
+        // would otherwise wait for an agent that is not coming back.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let state = self.state_dir.to_string_lossy().into_owned();
+        for process in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = process.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&state) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_shell_in_a_container_is_isolated() {
     let node = Node::new();
