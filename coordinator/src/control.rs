@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fogshell_shared::api::{AttachInfo, CreateSessionRequest, CreateSessionResponse};
 use fogshell_shared::audit::{Actor, AuditEntry, AuditEvent, Outcome, TerminationCause};
@@ -216,9 +216,11 @@ impl ControlPlane {
         self.changes.subscribe()
     }
 
-    /// Runs placement for a session of `tenant`.
+    /// Runs placement for `session` of `tenant`; the chosen node holds the profile's share for
+    /// it until the node reports it or it ends.
     fn decide(
         &self,
+        session: SessionId,
         tenant: &TenantId,
         profile: &Profile,
         hint: Option<&PlacementHint>,
@@ -235,7 +237,10 @@ impl ControlPlane {
             latency: &self.placement.latency,
             failover_from,
         };
-        self.fleet.with_views(|nodes| place(&request, nodes))
+        self.fleet
+            .place(session, profile.limits(), Instant::now(), |nodes| {
+                place(&request, nodes)
+            })
     }
 
     /// Records a refusal as `policy.denied` and returns the error that points at it.
@@ -328,8 +333,10 @@ impl ControlPlane {
                 Some(image_ref.to_string()),
             )
         })?;
+        let session_id = random_session_id()?;
         let placement = self
             .decide(
+                session_id,
                 &principal.tenant,
                 &profile,
                 request.placement_hint.as_ref(),
@@ -345,7 +352,6 @@ impl ControlPlane {
                     Some(request.profile.to_string()),
                 )
             })?;
-        let session_id = random_session_id()?;
         let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id);
         async move {
             let created_at = now();
@@ -389,7 +395,9 @@ impl ControlPlane {
                         cached,
                     }),
                 ],
-            })?;
+            })
+            // Never recorded: nothing else will give the node's share back.
+            .inspect_err(|_| self.fleet.ended(&placement.node_id, session_id, None))?;
             let spec = AllocateSpec {
                 session_id,
                 tenant: principal.tenant.clone(),
@@ -521,6 +529,11 @@ impl ControlPlane {
             sessions: vec![updated.clone()],
             events,
         })?;
+        if next.is_final() {
+            let limits = self.profiles.get(&updated.profile).map(Profile::limits);
+            self.fleet
+                .ended(updated.node_id(), updated.session_id, limits);
+        }
         // Nobody listening is fine.
         let _ = self.changes.send(SessionChange {
             session_id: updated.session_id,
@@ -942,6 +955,7 @@ impl ControlPlane {
             return Ok(());
         };
         let placement = match self.decide(
+            session_id,
             &session.tenant,
             &profile,
             session.placement_hint.as_ref(),

@@ -9,6 +9,13 @@
 //!
 //! Pure state: the link feeds it events with the time they happened, and a sweeper calls
 //! [`Fleet::sweep`] to find the nodes that just became lost.
+//!
+//! A node's free capacity is what its last heartbeat said, corrected by what the coordinator
+//! did since: a session placed on it holds its share ([`Fleet::place`]) until a heartbeat
+//! lists it as running (the node's own figure then counts it), and a session that ended gives
+//! its share back at once ([`Fleet::ended`]) until a heartbeat no longer lists it. Without
+//! this, two sessions created within one heartbeat interval could both be placed on a node
+//! with room for one, and a deleted session's room stayed taken until the next heartbeat.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -16,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use fogshell_shared::node::{Health, Load};
 pub use fogshell_shared::node::{NodeState, NodeView};
+use fogshell_shared::placement::Placement;
 use fogshell_shared::wire::{Heartbeat, Hello};
-use fogshell_shared::{NodeId, Timestamp, TrustTier};
+use fogshell_shared::{NodeId, ResourceLimits, Resources, SessionId, Timestamp, TrustTier};
 
 struct Entry {
     view: NodeView,
@@ -25,7 +33,42 @@ struct Entry {
     generation: u64,
     /// Monotonic time of the last word from the node.
     last_contact: Instant,
+    /// Free capacity as the node last reported it; `view.free` corrects it.
+    reported_free: Resources,
+    /// Sessions placed here that no heartbeat has listed yet, and when.
+    reserved: BTreeMap<SessionId, (ResourceLimits, Instant)>,
+    /// Sessions that ended here while the last heartbeat still listed them.
+    released: BTreeMap<SessionId, ResourceLimits>,
 }
+
+impl Entry {
+    /// `view.free`: the reported figure less what is reserved, plus what was released, never
+    /// above the node's capacity.
+    fn correct_free(&mut self) {
+        let mut free = self.reported_free;
+        // Released first: subtracting first could stop at zero and lose a reservation.
+        for limits in self.released.values() {
+            free.cpu_millis = free.cpu_millis.saturating_add(limits.cpu_millis);
+            free.memory_bytes = free.memory_bytes.saturating_add(limits.memory_bytes);
+            free.session_slots = free.session_slots.saturating_add(1);
+        }
+        for (limits, _) in self.reserved.values() {
+            free.cpu_millis = free.cpu_millis.saturating_sub(limits.cpu_millis);
+            free.memory_bytes = free.memory_bytes.saturating_sub(limits.memory_bytes);
+            free.session_slots = free.session_slots.saturating_sub(1);
+        }
+        let capacity = self.view.capacity;
+        free.cpu_millis = free.cpu_millis.min(capacity.cpu_millis);
+        free.memory_bytes = free.memory_bytes.min(capacity.memory_bytes);
+        free.session_slots = free.session_slots.min(capacity.session_slots);
+        self.view.free = free;
+    }
+}
+
+/// How long a placement holds its share without a heartbeat listing the session: longer than
+/// any allocation may take (an image pull included), so only a reservation nobody settled —
+/// a coordinator bug — ever runs out.
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// How often the sweeper looks for lost nodes; the loss threshold is this much under the
 /// promised bound, so a node is declared lost *within* it.
@@ -106,9 +149,12 @@ impl Fleet {
         self.lock().insert(
             hello.node_id.clone(),
             Entry {
+                reported_free: view.free,
                 view,
                 generation,
                 last_contact: now,
+                reserved: BTreeMap::new(),
+                released: BTreeMap::new(),
             },
         );
         generation
@@ -129,14 +175,58 @@ impl Fleet {
             return;
         };
         entry.last_contact = now;
+        entry.reported_free = hb.free;
+        // Listed: the node's own figure counts it now. Not listed after ending: the same.
+        entry.reserved.retain(|session, (_, at)| {
+            !hb.running.contains(session)
+                && now.saturating_duration_since(*at) < RESERVATION_LIFETIME
+        });
+        entry
+            .released
+            .retain(|session, _| hb.running.contains(session));
         let view = &mut entry.view;
         view.state = NodeState::Connected;
-        view.free = hb.free;
         view.health = hb.health;
         view.load = hb.load;
         view.running = hb.running.clone();
         view.rtt_us = rtt.as_micros() as u64;
         view.last_heartbeat = at;
+        entry.correct_free();
+    }
+
+    /// Runs placement (`choose`) over every node's view and, in the same hold of the registry,
+    /// reserves the chosen node's share for `session` (`limits`): a placement running at the
+    /// same time sees it taken.
+    pub fn place<E>(
+        &self,
+        session: SessionId,
+        limits: ResourceLimits,
+        now: Instant,
+        choose: impl FnOnce(&mut dyn Iterator<Item = &NodeView>) -> Result<Placement, E>,
+    ) -> Result<Placement, E> {
+        let mut nodes = self.lock();
+        let placement = choose(&mut nodes.values().map(|e| &e.view))?;
+        if let Some(entry) = nodes.get_mut(&placement.node_id) {
+            entry.reserved.insert(session, (limits, now));
+            entry.correct_free();
+        }
+        Ok(placement)
+    }
+
+    /// `session` on `node` ended (or never started): its reservation goes, and if the node's
+    /// last heartbeat still counted it (`limits`), its share is free again at once.
+    pub fn ended(&self, node: &NodeId, session: SessionId, limits: Option<ResourceLimits>) {
+        let mut nodes = self.lock();
+        let Some(entry) = nodes.get_mut(node) else {
+            return;
+        };
+        entry.reserved.remove(&session);
+        if let Some(limits) = limits
+            && entry.view.running.contains(&session)
+        {
+            entry.released.insert(session, limits);
+        }
+        entry.correct_free();
     }
 
     /// Attestation's verdict on connection `generation`: the tier the node now holds. Returns
@@ -180,13 +270,6 @@ impl Fleet {
     /// Every node.
     pub fn views(&self) -> Vec<NodeView> {
         self.lock().values().map(|e| e.view.clone()).collect()
-    }
-
-    /// Runs `f` over every node's view without copying them (placement does this); the
-    /// registry is locked meanwhile, so `f` must be quick.
-    pub fn with_views<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &NodeView>) -> R) -> R {
-        let nodes = self.lock();
-        f(&mut nodes.values().map(|e| &e.view))
     }
 
     /// One node.
@@ -283,6 +366,108 @@ mod tests {
         assert_eq!(view.free.session_slots, 3);
         assert!(view.health.disk_pressure);
         assert_eq!(view.rtt_us, 7000);
+    }
+
+    /// Placement as the coordinator runs it, reduced to "the first node with room".
+    fn first_fit(
+        limits: ResourceLimits,
+    ) -> impl FnOnce(&mut dyn Iterator<Item = &NodeView>) -> Result<Placement, ()> {
+        move |nodes| {
+            for n in nodes {
+                if n.free.fits(&limits) {
+                    return Ok(Placement {
+                        node_id: n.node_id.clone(),
+                        region: n.region.clone(),
+                        trust_tier: n.trust_tier,
+                        reasons: Vec::new(),
+                    });
+                }
+            }
+            Err(())
+        }
+    }
+
+    fn heartbeat(free_slots: u32, running: Vec<SessionId>) -> Heartbeat {
+        Heartbeat {
+            seq: 1,
+            health: Health::default(),
+            free: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                session_slots: free_slots,
+            },
+            load: Load::default(),
+            running,
+        }
+    }
+
+    #[test]
+    fn a_placement_holds_its_share_until_the_node_reports_the_session() {
+        let fleet = Fleet::new(Duration::from_secs(2));
+        let hello = samples::hello();
+        let id = hello.node_id.clone();
+        let t0 = Instant::now();
+        let g = fleet.connected(&hello, Duration::ZERO, t0, at());
+        fleet.heartbeat(&id, g, &heartbeat(1, vec![]), Duration::ZERO, t0, at());
+        let limits = ResourceLimits::DEFAULT;
+        let (a, b) = (
+            SessionId::from_random_bytes([1; 16]),
+            SessionId::from_random_bytes([2; 16]),
+        );
+
+        // Room for one: the second placement, within the same heartbeat interval, finds none.
+        assert!(fleet.place(a, limits, t0, first_fit(limits)).is_ok());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+        assert!(fleet.place(b, limits, t0, first_fit(limits)).is_err());
+        let cpu = fleet.view(&id).unwrap().free.cpu_millis;
+        assert_eq!(cpu, 4000 - limits.cpu_millis);
+
+        // A heartbeat taken before the session started still holds it back.
+        fleet.heartbeat(&id, g, &heartbeat(1, vec![]), Duration::ZERO, t0, at());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+        // Once the node lists it, the node's own figure counts it: not twice.
+        fleet.heartbeat(&id, g, &heartbeat(0, vec![a]), Duration::ZERO, t0, at());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+        assert_eq!(fleet.view(&id).unwrap().free.cpu_millis, 4000);
+
+        // It ends: its room is free at once, before the node says so …
+        fleet.ended(&id, a, Some(limits));
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 1);
+        assert!(fleet.place(b, limits, t0, first_fit(limits)).is_ok());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+        // … and a heartbeat that no longer lists it counts it free itself.
+        fleet.heartbeat(&id, g, &heartbeat(1, vec![]), Duration::ZERO, t0, at());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0, "b is held");
+    }
+
+    #[test]
+    fn a_failed_start_gives_its_share_back_and_a_forgotten_one_runs_out() {
+        let fleet = Fleet::new(Duration::from_secs(2));
+        let hello = samples::hello();
+        let id = hello.node_id.clone();
+        let t0 = Instant::now();
+        let g = fleet.connected(&hello, Duration::ZERO, t0, at());
+        fleet.heartbeat(&id, g, &heartbeat(2, vec![]), Duration::ZERO, t0, at());
+        let limits = ResourceLimits::DEFAULT;
+        let (a, b) = (
+            SessionId::from_random_bytes([1; 16]),
+            SessionId::from_random_bytes([2; 16]),
+        );
+        fleet.place(a, limits, t0, first_fit(limits)).unwrap();
+        fleet.place(b, limits, t0, first_fit(limits)).unwrap();
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+
+        // `a` never started: its share comes back, and no release is counted for it.
+        fleet.ended(&id, a, Some(limits));
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 1);
+
+        // `b` was never settled: it holds its share only so long.
+        let late = t0 + RESERVATION_LIFETIME;
+        fleet.heartbeat(&id, g, &heartbeat(2, vec![]), Duration::ZERO, late, at());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 2);
+        // Never more than the node has.
+        fleet.ended(&id, b, Some(limits));
+        assert!(fleet.view(&id).unwrap().free.session_slots <= 16);
     }
 
     #[test]
