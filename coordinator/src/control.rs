@@ -1009,7 +1009,8 @@ impl ControlPlane {
                 "node {from} was lost; starting the session on {to}"
             )),
         )? {
-            // It ended, or its node came back first.
+            // It ended, or its node came back first: the new node's share is not needed.
+            self.fleet.ended(&to, session_id, None);
             return Ok(());
         }
         tracing::info!(to_node = %to, "failing over");
