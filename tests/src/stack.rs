@@ -77,6 +77,9 @@ impl<'a> NodeSpec<'a> {
     }
 }
 
+/// What an agent logs once the coordinator welcomed its connection.
+const LINKED: &str = "linked to the coordinator";
+
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
@@ -472,17 +475,35 @@ impl Stack {
             .expect("starting the agent")
     }
 
-    /// Kills a node made by [`Stack::add`] (SIGKILL) and starts it again; waits until it is
-    /// connected.
+    /// Kills a node made by [`Stack::add`] (SIGKILL) and starts it again; waits until the new
+    /// agent is linked. (The coordinator may still count the killed agent's connection as
+    /// `connected` for up to its idle timeout, so the node's state alone says nothing.)
     pub fn restart_node(&mut self, node_id: &str) {
         let index = self
             .others
             .iter()
             .position(|(id, _)| id == node_id)
             .unwrap_or_else(|| panic!("no node {node_id}"));
+        let log = format!("{node_id}.log");
+        let links = |stack: &Self| {
+            std::fs::read_to_string(stack.dir.path().join(&log))
+                .unwrap_or_default()
+                .matches(LINKED)
+                .count()
+        };
+        let before = links(self);
         let _ = self.others[index].1.kill();
         let _ = self.others[index].1.wait();
         self.others[index].1 = self.spawn_node(node_id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while links(self) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "the restarted {node_id} did not link within 30 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.wait_for(node_id, "connected");
     }
 
