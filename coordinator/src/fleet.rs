@@ -401,19 +401,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_placement_holds_its_share_until_the_node_reports_the_session() {
+    /// A fleet of the sample node, connected, with `free_slots` free by its first heartbeat;
+    /// with its id, connection generation and the time it connected.
+    fn fleet_with_one_node(free_slots: u32) -> (Fleet, NodeId, u64, Instant) {
         let fleet = Fleet::new(Duration::from_secs(2));
         let hello = samples::hello();
         let id = hello.node_id.clone();
         let t0 = Instant::now();
         let g = fleet.connected(&hello, Duration::ZERO, t0, at());
-        fleet.heartbeat(&id, g, &heartbeat(1, vec![]), Duration::ZERO, t0, at());
-        let limits = ResourceLimits::DEFAULT;
-        let (a, b) = (
+        fleet.heartbeat(
+            &id,
+            g,
+            &heartbeat(free_slots, vec![]),
+            Duration::ZERO,
+            t0,
+            at(),
+        );
+        (fleet, id, g, t0)
+    }
+
+    fn two_sessions() -> (SessionId, SessionId) {
+        (
             SessionId::from_random_bytes([1; 16]),
             SessionId::from_random_bytes([2; 16]),
-        );
+        )
+    }
+
+    #[test]
+    fn a_placement_holds_its_share_until_the_node_reports_the_session() {
+        let (fleet, id, g, t0) = fleet_with_one_node(1);
+        let limits = ResourceLimits::DEFAULT;
+        let (a, b) = two_sessions();
 
         // Room for one: the second placement, within the same heartbeat interval, finds none.
         assert!(fleet.place(a, limits, t0, first_fit(limits)).is_ok());
@@ -442,17 +460,9 @@ mod tests {
 
     #[test]
     fn a_failed_start_gives_its_share_back_and_a_forgotten_one_runs_out() {
-        let fleet = Fleet::new(Duration::from_secs(2));
-        let hello = samples::hello();
-        let id = hello.node_id.clone();
-        let t0 = Instant::now();
-        let g = fleet.connected(&hello, Duration::ZERO, t0, at());
-        fleet.heartbeat(&id, g, &heartbeat(2, vec![]), Duration::ZERO, t0, at());
+        let (fleet, id, g, t0) = fleet_with_one_node(2);
         let limits = ResourceLimits::DEFAULT;
-        let (a, b) = (
-            SessionId::from_random_bytes([1; 16]),
-            SessionId::from_random_bytes([2; 16]),
-        );
+        let (a, b) = two_sessions();
         fleet.place(a, limits, t0, first_fit(limits)).unwrap();
         fleet.place(b, limits, t0, first_fit(limits)).unwrap();
         assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
