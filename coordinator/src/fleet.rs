@@ -146,17 +146,22 @@ impl Fleet {
             rtt_us: rtt.as_micros() as u64,
             last_heartbeat: at,
         };
-        self.lock().insert(
-            hello.node_id.clone(),
-            Entry {
-                reported_free: view.free,
-                view,
-                generation,
-                last_contact: now,
-                reserved: BTreeMap::new(),
-                released: BTreeMap::new(),
-            },
-        );
+        let mut nodes = self.lock();
+        // Sessions being started there when the link broke still hold their share.
+        let reserved = nodes
+            .remove(&hello.node_id)
+            .map(|old| old.reserved)
+            .unwrap_or_default();
+        let mut entry = Entry {
+            reported_free: view.free,
+            view,
+            generation,
+            last_contact: now,
+            reserved,
+            released: BTreeMap::new(),
+        };
+        entry.correct_free();
+        nodes.insert(hello.node_id.clone(), entry);
         generation
     }
 
@@ -459,12 +464,18 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_start_gives_its_share_back_and_a_forgotten_one_runs_out() {
-        let (fleet, id, g, t0) = fleet_with_one_node(2);
+    fn a_share_survives_a_reconnect_and_a_failed_or_forgotten_start_gives_it_back() {
+        let (fleet, id, _, t0) = fleet_with_one_node(2);
         let limits = ResourceLimits::DEFAULT;
         let (a, b) = two_sessions();
         fleet.place(a, limits, t0, first_fit(limits)).unwrap();
         fleet.place(b, limits, t0, first_fit(limits)).unwrap();
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
+
+        // A reconnect (a new hello) keeps what is being started there.
+        let g = fleet.connected(&samples::hello(), Duration::ZERO, t0, at());
+        assert_eq!(fleet.view(&id).unwrap().free.session_slots, 16 - 2);
+        fleet.heartbeat(&id, g, &heartbeat(2, vec![]), Duration::ZERO, t0, at());
         assert_eq!(fleet.view(&id).unwrap().free.session_slots, 0);
 
         // `a` never started: its share comes back, and no release is counted for it.
