@@ -134,6 +134,12 @@ impl Drop for Node {
         if !std::thread::panicking() {
             return;
         }
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
         let Ok(sessions) = std::fs::read_dir(self.state_dir.join("sessions")) else {
             return;
         };
@@ -142,10 +148,7 @@ impl Drop for Node {
                 .ok()
                 .and_then(|pid| pid.trim().parse().ok());
             if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill(pid);
             }
         }
         // Time for the shims to delete what they ran; then the shims and the zygote, which
@@ -158,10 +161,7 @@ impl Drop for Node {
             };
             let cmdline = std::fs::read(process.path().join("cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&state) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill(pid);
             }
         }
     }
