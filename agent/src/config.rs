@@ -12,6 +12,10 @@
 //! region = "eu-west"
 //! tpm = "device:/dev/tpmrm0"           # prove the `attested` tier with this TPM
 //!
+//! [pressure]                           # below these, the node takes no new sessions
+//! disk_free_min_bytes = 2147483648     # default: 5 % of the state dir's disk, at most 2 GiB
+//! memory_available_min_bytes = 1073741824  # default: 10 % of memory, at most 1 GiB
+//!
 //! [profiles.small]                     # `default` (1 CPU, 512 MiB, 256 pids) is built in
 //! cpu_millis = 500
 //! memory_bytes = 268435456
@@ -27,6 +31,7 @@ use fogshell_shared::{ProfileName, Region, RuntimeDriver, TrustTier};
 use serde::Deserialize;
 
 use crate::image::registry::RegistryConfig;
+use crate::node_facts::Pressure;
 
 /// Where the agent looks when no `--config` is given.
 pub const DEFAULT_PATH: &str = "/etc/fogshell/agent.toml";
@@ -43,6 +48,8 @@ struct File {
     profiles: BTreeMap<ProfileName, Profile>,
     #[serde(default)]
     node: NodeSection,
+    #[serde(default)]
+    pressure: Pressure,
 }
 
 /// `[node]`: how this node describes itself to the coordinator.
@@ -126,6 +133,8 @@ pub struct AgentConfig {
     pub profiles: Profiles,
     /// How the node describes itself.
     pub node: NodeSection,
+    /// When the node is under pressure.
+    pub pressure: Pressure,
 }
 
 impl AgentConfig {
@@ -139,6 +148,7 @@ impl AgentConfig {
             },
             profiles: Profiles::new(file.profiles).map_err(|e| format!("{origin}: {e}"))?,
             node: file.node,
+            pressure: file.pressure,
         })
     }
 
@@ -198,6 +208,11 @@ mod tests {
         assert_eq!(node.driver, RuntimeDriver::Process);
         assert_eq!(node.labels.len(), 1);
         assert_eq!(node.tpm.as_deref(), Some("device:/dev/tpmrm0"));
+        let pressure = AgentConfig::parse("[pressure]\ndisk_free_min_bytes = 1024\n", "test")
+            .unwrap()
+            .pressure;
+        assert_eq!(pressure.disk_free_min_bytes, Some(1024));
+        assert_eq!(pressure.memory_available_min_bytes, None);
     }
 
     #[test]

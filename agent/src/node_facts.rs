@@ -6,11 +6,66 @@ use std::path::Path;
 use fogshell_shared::ResourceLimits;
 use fogshell_shared::Resources;
 use fogshell_shared::node::{Health, Load};
+use serde::Deserialize;
 
-/// Below this share of memory available, the node is under memory pressure.
-const MEMORY_PRESSURE_BELOW: f64 = 0.10;
-/// Below this share of disk free in the state directory, the node is under disk pressure.
-const DISK_PRESSURE_BELOW: f64 = 0.05;
+/// `[pressure]` in the agent's configuration: how little room puts the node under pressure,
+/// when it takes no new sessions (it keeps those it runs).
+///
+/// The defaults are a share of the node, capped: a session needs the same room on a large
+/// disk as on a small one, so a 2 TB disk with 50 GB free is not short of space, while an SD
+/// card's 5 % is all a handful of sessions have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pressure {
+    /// Disk pressure below this many bytes free on the state directory's file system;
+    /// default 5 % of that file system, at most 2 GiB.
+    #[serde(default)]
+    pub disk_free_min_bytes: Option<u64>,
+    /// Memory pressure below this many bytes available (`MemAvailable`); default 10 % of
+    /// memory, at most 1 GiB.
+    #[serde(default)]
+    pub memory_available_min_bytes: Option<u64>,
+}
+
+const DISK_FLOOR_CAP: u64 = 2 << 30;
+const MEMORY_FLOOR_CAP: u64 = 1 << 30;
+
+/// Room left on the node: `(total, free)` bytes of memory and of the state directory's file
+/// system, where they could be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    /// `MemTotal` and `MemAvailable`.
+    pub memory: Option<(u64, u64)>,
+    /// The file system's size and the bytes an unprivileged writer may still use.
+    pub disk: Option<(u64, u64)>,
+}
+
+impl Pressure {
+    /// The free disk bytes below which a file system of `size` bytes is under pressure.
+    pub fn disk_floor(&self, size: u64) -> u64 {
+        self.disk_free_min_bytes
+            .unwrap_or((size / 20).min(DISK_FLOOR_CAP))
+    }
+
+    /// The available memory below which a node of `total` bytes is under pressure.
+    pub fn memory_floor(&self, total: u64) -> u64 {
+        self.memory_available_min_bytes
+            .unwrap_or((total / 10).min(MEMORY_FLOOR_CAP))
+    }
+
+    /// Whether `room` is under pressure. What could not be read is not pressure: a node that
+    /// cannot read `/proc` has bigger problems, and refusing all work would hide them.
+    pub fn judge(&self, room: &Room) -> Health {
+        Health {
+            memory_pressure: room
+                .memory
+                .is_some_and(|(total, available)| available < self.memory_floor(total)),
+            disk_pressure: room
+                .disk
+                .is_some_and(|(size, free)| size > 0 && free < self.disk_floor(size)),
+        }
+    }
+}
 
 /// `MemTotal` and `MemAvailable` from `/proc/meminfo` text, in bytes.
 pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
@@ -62,20 +117,18 @@ pub fn free(capacity: Resources, running: &[ResourceLimits]) -> Resources {
     }
 }
 
-/// Pressure now: memory from `/proc/meminfo`, disk from the state directory's file system.
-pub fn health(state_dir: &Path) -> Health {
-    let memory_pressure = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| parse_meminfo(&t))
-        .is_some_and(|(total, available)| {
-            (available as f64) < total as f64 * MEMORY_PRESSURE_BELOW
-        });
-    let disk_pressure = rustix::fs::statvfs(state_dir).is_ok_and(|s| {
-        s.f_blocks > 0 && (s.f_bavail as f64) < s.f_blocks as f64 * DISK_PRESSURE_BELOW
-    });
-    Health {
-        disk_pressure,
-        memory_pressure,
+/// Room now: memory from `/proc/meminfo`, disk from the state directory's file system.
+pub fn room(state_dir: &Path) -> Room {
+    Room {
+        memory: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| parse_meminfo(&t)),
+        disk: rustix::fs::statvfs(state_dir).ok().map(|s| {
+            (
+                s.f_blocks.saturating_mul(s.f_frsize),
+                s.f_bavail.saturating_mul(s.f_frsize),
+            )
+        }),
     }
 }
 
@@ -110,6 +163,39 @@ mod tests {
     }
 
     #[test]
+    fn pressure_is_a_capped_share_of_the_node_unless_configured() {
+        const GIB: u64 = 1 << 30;
+        let defaults = Pressure::default();
+        let room = |memory, disk| Room {
+            memory: Some(memory),
+            disk: Some(disk),
+        };
+        // A large disk with 12 GiB free (under 5 %) and 24 GiB of memory with 2 GiB available
+        // (under 10 %): room for many sessions, so no pressure.
+        let big = room((24 * GIB, 2 * GIB), (250 * GIB, 12 * GIB));
+        assert!(defaults.judge(&big).is_healthy());
+        // Under the caps: pressure.
+        let short = defaults.judge(&room((24 * GIB, GIB - 1), (250 * GIB, 2 * GIB - 1)));
+        assert!(short.memory_pressure && short.disk_pressure);
+        // A small node: the share decides (5 % of 16 GiB is 0.8 GiB).
+        let card = room((GIB, 200 << 20), (16 * GIB, 900 << 20));
+        assert!(defaults.judge(&card).is_healthy());
+        let card = room((GIB, 100 << 20), (16 * GIB, 800 << 20));
+        assert!(defaults.judge(&card).memory_pressure);
+        assert!(defaults.judge(&card).disk_pressure);
+        // Configured floors win over the defaults, either way.
+        let strict = Pressure {
+            disk_free_min_bytes: Some(100 * GIB),
+            memory_available_min_bytes: Some(0),
+        };
+        let judged = strict.judge(&big);
+        assert!(judged.disk_pressure && !judged.memory_pressure);
+        // What could not be read is no pressure, nor is an empty file system (procfs-like).
+        assert!(strict.judge(&Room::default()).is_healthy());
+        assert!(strict.judge(&room((GIB, GIB), (0, 0))).is_healthy());
+    }
+
+    #[test]
     fn running_sessions_reserve_their_limits() {
         let total = Resources {
             cpu_millis: 2000,
@@ -133,6 +219,10 @@ mod tests {
     fn this_machine_reports_something_sane() {
         let capacity = capacity(8);
         assert!(capacity.cpu_millis >= 1000 && capacity.memory_bytes > 0);
-        let _ = health(Path::new("/"));
+        let room = room(Path::new("/"));
+        let (size, free) = room.disk.expect("statvfs of /");
+        assert!(size > 0 && free <= size, "{room:?}");
+        let (total, available) = room.memory.expect("/proc/meminfo");
+        assert!(total > 0 && available <= total, "{room:?}");
     }
 }

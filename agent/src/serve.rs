@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use fogshell_shared::frame::TermSize;
-use fogshell_shared::node::Arch;
+use fogshell_shared::node::{Arch, Health};
 use fogshell_shared::wire::{
     Command, CommandError, CommandOutput, Heartbeat, Hello, NodeEvent, SUPPORTED_VERSIONS,
 };
@@ -70,6 +70,10 @@ pub struct AgentReport<R> {
     artifacts: fogshell_supply::registry::Registry,
     /// Sessions whose exit was already reported, so each is reported once.
     exits_reported: Mutex<BTreeSet<SessionId>>,
+    /// When the node is under pressure.
+    pressure: node_facts::Pressure,
+    /// The pressure last reported, so a change is logged once.
+    last_health: Mutex<Health>,
 }
 
 impl<R: Runtime> AgentReport<R> {
@@ -106,7 +110,42 @@ impl<R: Runtime> AgentReport<R> {
             admission: Mutex::new(None),
             artifacts: fogshell_supply::registry::Registry::new(config.registries.insecure.clone()),
             exits_reported: Mutex::new(BTreeSet::new()),
+            pressure: config.pressure,
+            last_health: Mutex::new(Health::default()),
         })
+    }
+
+    /// Pressure now; a change is logged with the figures behind it, since it decides whether
+    /// the node gets new sessions.
+    fn health_now(&self) -> Health {
+        let room = node_facts::room(&self.state_dir);
+        let health = self.pressure.judge(&room);
+        let before = std::mem::replace(
+            &mut *self.last_health.lock().unwrap_or_else(|p| p.into_inner()),
+            health,
+        );
+        if health != before {
+            let (disk_size, disk_free) = room.disk.unwrap_or_default();
+            let (memory_total, memory_available) = room.memory.unwrap_or_default();
+            if health.is_healthy() {
+                tracing::info!(
+                    disk_free,
+                    memory_available,
+                    "no pressure: taking new sessions"
+                );
+            } else {
+                tracing::warn!(
+                    disk_pressure = health.disk_pressure,
+                    disk_free,
+                    disk_floor = self.pressure.disk_floor(disk_size),
+                    memory_pressure = health.memory_pressure,
+                    memory_available,
+                    memory_floor = self.pressure.memory_floor(memory_total),
+                    "under pressure: taking no new sessions (see [pressure] in the config)"
+                );
+            }
+        }
+        health
     }
 
     fn claimed_tier(&self) -> TrustTier {
@@ -155,7 +194,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             .collect();
         Heartbeat {
             seq,
-            health: node_facts::health(&self.state_dir),
+            health: self.health_now(),
             free: node_facts::free(self.capacity, &limits),
             load: node_facts::load(),
             running: running.iter().map(|s| s.session_id).collect(),
