@@ -58,6 +58,10 @@ pub struct NodeSpec<'a> {
     pub tpm: Option<String>,
     /// Registries (`host:port`) it pulls from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Below this many bytes free on its disk, it is under pressure and takes no new sessions.
+    /// 0 by default: every test node shares this machine's disk, and how full that is says
+    /// nothing about the test.
+    pub disk_free_min_bytes: u64,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -73,8 +77,17 @@ impl<'a> NodeSpec<'a> {
             netns: false,
             tpm: None,
             insecure_registries: Vec::new(),
+            disk_free_min_bytes: 0,
         }
     }
+}
+
+/// A test node's `[pressure]` section: every test node shares this machine's disk and memory,
+/// and how much of them is free says nothing about the test.
+fn pressure_section(disk_free_min_bytes: u64) -> String {
+    format!(
+        "[pressure]\ndisk_free_min_bytes = {disk_free_min_bytes}\nmemory_available_min_bytes = 0\n"
+    )
 }
 
 /// What an agent logs once the coordinator welcomed its connection.
@@ -309,7 +322,8 @@ impl Stack {
         std::fs::write(
             &path,
             format!(
-                "[node]\nregion = \"{region}\"\ntrust_tier = \"{tier}\"\ncoordinator = \"{}\"\n",
+                "{}[node]\nregion = \"{region}\"\ntrust_tier = \"{tier}\"\ncoordinator = \"{}\"\n",
+                pressure_section(0),
                 self.quic_for(in_netns)
             ),
         )
@@ -373,7 +387,8 @@ impl Stack {
                 addr
             }
         };
-        let mut config = format!(
+        let mut config = pressure_section(spec.disk_free_min_bytes);
+        config += &format!(
             "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
             spec.region, spec.tier, spec.slots
         );
@@ -422,7 +437,7 @@ impl Stack {
     }
 
     /// Waits until the log file `name` holds `needle`.
-    fn wait_for_log(&self, name: &str, needle: &str) {
+    pub fn wait_for_log(&self, name: &str, needle: &str) {
         let path = self.dir.path().join(name);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(&path).is_ok_and(|log| log.contains(needle)) {

@@ -3,6 +3,8 @@
 //! that delays its QUIC datagrams each way (this kernel has no netem): fog-a 5 ms
 //! (jurisdiction `us`, one slot), fog-b 40 ms (`eu`), cloud-1 80 ms (tier `cloud`, `eu`). The
 //! coordinator learns the delays only from its own QUIC RTT estimates, and places by them.
+//! A fourth node, fog-p, is the nearest of all (on loopback) but short of disk by its
+//! configuration, so it reports disk pressure and takes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -103,8 +105,19 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
         netns: true,
         ..NodeSpec::new("cloud-1")
     });
+    stack.add(&NodeSpec {
+        // More than any disk has: always under pressure.
+        disk_free_min_bytes: i64::MAX as u64,
+        ..NodeSpec::new("fog-p")
+    });
     let api = Api::new(&stack.api).await;
     let admin = stack.issuer.token("admin", "ops");
+    wait_for_nodes(&api, &admin, &["fog-p"], "disk pressure", |_, view| {
+        view["health"]["disk_pressure"] == true
+    })
+    .await;
+    // The operator reads why in the node's log.
+    stack.wait_for_log("fog-p.log", "under pressure: taking no new sessions");
 
     // The coordinator measures each link's round trip (twice the one-way delay) itself.
     let floor = |id: &str| match id {
@@ -126,7 +139,10 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
 
     let alice = stack.issuer.token("alice", "org-x");
     let first = create(&api, &alice, "default").await;
-    assert_eq!(placed_on(&first), ("fog-a", vec!["FOG_LOWEST_LATENCY"]));
+    let (node, reasons) = placed_on(&first);
+    assert_eq!(node, "fog-a");
+    assert_eq!(reasons[0], "FOG_LOWEST_LATENCY");
+    assert!(reasons.contains(&"REJECT_UNHEALTHY"), "{reasons:?}");
 
     // fog-a's one slot is taken at once, before its heartbeat says so: the next goes to fog-b.
     let second = create(&api, &alice, "default").await;
@@ -159,6 +175,10 @@ async fn sessions_go_to_the_nearest_node_that_qualifies() {
     assert_eq!(refused.body["code"], "ECS_NO_CAPACITY");
     let message = refused.body["message"].as_str().unwrap();
     assert!(message.contains("3 without capacity"), "{message}");
+    assert!(
+        message.contains("1 not connected or unhealthy (fog-p)"),
+        "{message}"
+    );
     let pointer = refused.body["evidence_pointer"].as_str().unwrap();
     let event = api.get(&admin, pointer, "/v1/events/{id}").await;
     assert_eq!(
