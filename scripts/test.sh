@@ -17,6 +17,8 @@ fi
 
 step "prerequisites"
 scripts/install-deps.sh
+# Room to build and run in, for whoever reads a failed run's log.
+df -h . /tmp | sed 's/^/    /'
 
 step "build the console (npm ci from the lockfile; the coordinator embeds it)"
 scripts/build-console.sh
