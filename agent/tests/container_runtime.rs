@@ -497,6 +497,22 @@ async fn a_container_whose_shim_died_is_reaped() {
     node.assert_nothing_left(&req);
 }
 
+/// Someone removed the session's directory (by hand, or with the agent's state): no agent can
+/// reach the shim again, so the shim ends the shell and deletes the container itself.
+#[tokio::test]
+async fn a_container_whose_session_directory_was_removed_is_ended() {
+    let node = Node::new();
+    let req = node.request(8, ResourceLimits::DEFAULT);
+    node.runtime.allocate(&req).await.unwrap();
+    let init = node.shell_pid(&req).await;
+    let shim = common::parent_pid(init);
+    assert!(node.runtime.container_state_dir(req.session_id).exists());
+    std::fs::remove_dir_all(node.runtime.host().session_dir(req.session_id)).unwrap();
+    common::wait_gone(init).await;
+    common::wait_gone(shim).await;
+    node.assert_nothing_left(&req);
+}
+
 fn with_registry(
     node: &Node,
     registry: &fogshell_e2e::registry::LocalRegistry,

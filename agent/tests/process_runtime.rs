@@ -201,3 +201,18 @@ async fn a_shell_whose_shim_died_is_reaped() {
     // Reaping again finds nothing.
     assert!(rt.host().reap_dead().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_shell_whose_session_directory_was_removed_is_ended() {
+    let state = tempfile::tempdir().unwrap();
+    let rt = runtime(state.path());
+    let req = request(8);
+    rt.allocate(&req).await.unwrap();
+    let shell = rt.host().status(req.session_id).await.unwrap().pid;
+    let shim = common::parent_pid(shell);
+    std::fs::remove_dir_all(rt.host_dir(req.session_id)).unwrap();
+    // No agent can reach the shim again: it ends the shell and itself.
+    common::wait_gone(shell).await;
+    common::wait_gone(shim).await;
+    assert!(rt.host().reap_dead().await.unwrap().is_empty());
+}

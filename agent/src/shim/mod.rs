@@ -9,8 +9,9 @@
 //! [`RING_BYTES`] of output, and serves the agent over `shim.sock` ([`protocol`]).
 //!
 //! Threads, started only after the shell runs: one reads the PTY, one accepts agent
-//! connections (and one per connection reads its requests), one waits for the shell to exit;
-//! the main thread owns the lifecycle (kill, exit, release).
+//! connections (and one per connection reads its requests), one waits for the shell to exit,
+//! one watches that the socket is still there ([`SOCKET_CHECK`]); the main thread owns the
+//! lifecycle (kill, exit, release).
 
 pub mod child;
 pub mod client;
@@ -50,6 +51,12 @@ const VIEWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for the last output after the shell exits. A background job can hold the
 /// PTY open after its shell is gone, so this is bounded.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// How often a shim checks that its socket is still where the agent finds it. Once the
+/// socket is gone or replaced (its session directory was removed by hand, or with the agent's
+/// state), no agent can attach, release or even find the shell again: it is ended rather
+/// than left running for ever.
+pub const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
 /// Files in a session directory.
 pub fn spec_path(dir: &Path) -> PathBuf {
@@ -136,6 +143,8 @@ enum Lifecycle {
     Kill,
     /// Release asked on this connection, which gets the `Released` answer.
     Release(UnixStream),
+    /// The socket is gone: nobody can release this shim any more.
+    Orphaned,
 }
 
 /// The shell's pid, written once it runs: what a cleanup needs when the shim is gone.
@@ -181,6 +190,8 @@ pub fn run(dir: &Path) -> Result<(), String> {
         UnixListener::bind(&socket).map_err(|e| format!("binding {}: {e}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+    let bound = socket_identity(&socket)
+        .ok_or_else(|| format!("{} vanished as it was made", socket.display()))?;
 
     // The shell starts here, while this process has one thread.
     let mut shell = Shell::start(&spec).map_err(|e| format!("starting the shell: {e}"))?;
@@ -229,6 +240,11 @@ pub fn run(dir: &Path) -> Result<(), String> {
             pump_output(reader, &shared);
         });
     }
+    {
+        let socket = socket.clone();
+        let tx = lifecycle_tx.clone();
+        std::thread::spawn(move || watch_socket(&socket, bound, &tx));
+    }
     std::thread::spawn(move || {
         let code = child::wait_for_exit(pid);
         let _ = lifecycle_tx.send(Lifecycle::Exited(code));
@@ -237,6 +253,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     // `None` once the shell's remains are deleted.
     let mut shell = Some(shell);
     let mut releasers: Vec<UnixStream> = Vec::new();
+    let mut orphaned = false;
     for event in lifecycle_rx {
         match event {
             Lifecycle::Exited(code) => {
@@ -252,7 +269,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
                 if let Some(shell) = shell.take() {
                     shell.cleanup().map_err(|e| format!("cleaning up: {e}"))?;
                 }
-                if !releasers.is_empty() {
+                if !releasers.is_empty() || orphaned {
                     break;
                 }
             }
@@ -272,6 +289,15 @@ pub fn run(dir: &Path) -> Result<(), String> {
                     tracing::warn!(%error, "kill failed");
                 }
             }
+            Lifecycle::Orphaned => {
+                orphaned = true;
+                if shared.lock().exited.is_some() {
+                    break;
+                }
+                if let Some(Err(error)) = shell.as_mut().map(Shell::kill) {
+                    tracing::warn!(%error, "kill failed");
+                }
+            }
         }
     }
     if let Some(shell) = shell {
@@ -284,6 +310,33 @@ pub fn run(dir: &Path) -> Result<(), String> {
     }
     tracing::info!("released");
     Ok(())
+}
+
+/// The file a path names, as `(device, inode)`: a socket removed and bound again by someone
+/// else is not ours.
+fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Checks every [`SOCKET_CHECK`] that the socket this shim bound is still in place, and says
+/// [`Lifecycle::Orphaned`] once it is not.
+fn watch_socket(socket: &Path, bound: (u64, u64), lifecycle: &mpsc::Sender<Lifecycle>) {
+    loop {
+        std::thread::sleep(SOCKET_CHECK);
+        if socket_identity(socket) != Some(bound) {
+            // A failed send: the shim is ending and removed the socket itself.
+            if lifecycle.send(Lifecycle::Orphaned).is_ok() {
+                tracing::warn!(
+                    socket = %socket.display(),
+                    "the session's socket is gone, so no agent can reach this shell: ending it"
+                );
+            }
+            return;
+        }
+    }
 }
 
 /// Reads the PTY until it closes, into the ring and to the viewer.
