@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use common::{read_until, size, type_line, wait_exit};
 use fogshell_agent::runtime::process::ProcessRuntime;
-use fogshell_agent::runtime::{Runtime, RuntimeError, ShimHost};
+use fogshell_agent::runtime::{Runtime, RuntimeError, SessionRequest, ShimHost};
 use fogshell_agent::shim::protocol::ShimRequest;
 use fogshell_shared::TrustTier;
 
-fn request(seed: u8) -> fogshell_agent::runtime::SessionRequest {
+fn request(seed: u8) -> SessionRequest {
     common::request(seed, TrustTier::Dev)
 }
 
@@ -181,14 +181,20 @@ async fn limits_are_reported_unenforced_and_other_tiers_refused() {
     ));
 }
 
+/// Starts session `seed` on `rt`; returns its request, its shell's pid and its shim's.
+async fn started(rt: &ProcessRuntime, seed: u8) -> (SessionRequest, i32, i32) {
+    let req = request(seed);
+    rt.allocate(&req).await.unwrap();
+    let shell = rt.host().status(req.session_id).await.unwrap().pid;
+    let shim = common::parent_pid(shell);
+    (req, shell, shim)
+}
+
 #[tokio::test]
 async fn a_shell_whose_shim_died_is_reaped() {
     let state = tempfile::tempdir().unwrap();
     let rt = runtime(state.path());
-    let req = request(7);
-    rt.allocate(&req).await.unwrap();
-    let shell = rt.host().status(req.session_id).await.unwrap().pid;
-    let shim = common::parent_pid(shell);
+    let (req, shell, shim) = started(&rt, 7).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,
@@ -206,10 +212,7 @@ async fn a_shell_whose_shim_died_is_reaped() {
 async fn a_shell_whose_session_directory_was_removed_is_ended() {
     let state = tempfile::tempdir().unwrap();
     let rt = runtime(state.path());
-    let req = request(8);
-    rt.allocate(&req).await.unwrap();
-    let shell = rt.host().status(req.session_id).await.unwrap().pid;
-    let shim = common::parent_pid(shell);
+    let (req, shell, shim) = started(&rt, 8).await;
     std::fs::remove_dir_all(rt.host_dir(req.session_id)).unwrap();
     // No agent can reach the shim again: it ends the shell and itself.
     common::wait_gone(shell).await;
