@@ -9,7 +9,9 @@
 # LAYOUT_DIR is an images/build.sh output (it holds `digest` and `packages`). COSIGN_PASSWORD
 # is the key's password; FOGSHELL_COORDINATOR names the binary (default: on PATH, else
 # target/release or target/debug); FOGSHELL_INSECURE_REGISTRY=HOST:PORT speaks plain HTTP to
-# that registry (a local one). Prints the pinned reference.
+# that registry (a local one); REGISTRY_AUTH_FILE names the login for a private one (an auth
+# file as `skopeo login --authfile` writes: skopeo and `fogshell-coordinator image` both read
+# it). Prints the pinned reference.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 layout=${1:?usage: images/publish.sh LAYOUT_DIR REGISTRY/REPOSITORY KEY_FILE}

@@ -6,6 +6,7 @@
 //!
 //! [registries]
 //! insecure = ["127.0.0.1:5000"]        # spoken to over plain HTTP
+//! auth_file = "/etc/fogshell/registry-auth.json"  # logins, as `skopeo login --authfile` writes
 //!
 //! [node]
 //! coordinator = "shell.example.org:7443"
@@ -29,6 +30,8 @@ use fogshell_shared::node::Labels;
 use fogshell_shared::profile::{Profile, Profiles};
 use fogshell_shared::{ProfileName, Region, RuntimeDriver, TrustTier};
 use serde::Deserialize;
+
+use fogshell_supply::credentials::Credentials;
 
 use crate::image::registry::RegistryConfig;
 use crate::node_facts::Pressure;
@@ -116,6 +119,8 @@ impl Default for NodeSection {
 struct Registries {
     #[serde(default)]
     insecure: Vec<String>,
+    #[serde(default)]
+    auth_file: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -138,13 +143,17 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Parses a configuration file's text; `origin` names it in errors.
+    /// Parses a configuration file's text, and reads the registry auth file it names;
+    /// `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        let credentials = Credentials::load_optional(file.registries.auth_file.as_deref())
+            .map_err(|e| format!("{origin}: [registries] auth_file: {e}"))?;
         Ok(Self {
             state_dir: file.state_dir,
             registries: RegistryConfig {
                 insecure: file.registries.insecure,
+                credentials,
             },
             profiles: Profiles::new(file.profiles).map_err(|e| format!("{origin}: {e}"))?,
             node: file.node,
@@ -229,5 +238,14 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("profile"), "{err}");
         assert!(AgentConfig::load(Some(Path::new("/nonexistent/agent.toml"))).is_err());
+        let err = AgentConfig::parse(
+            "[registries]\nauth_file = \"/nonexistent/auth.json\"\n",
+            "agent.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("agent.toml") && err.contains("/nonexistent/auth.json"),
+            "{err}"
+        );
     }
 }

@@ -108,7 +108,8 @@ impl<R: Runtime> AgentReport<R> {
             runtime,
             tpm,
             admission: Mutex::new(None),
-            artifacts: fogshell_supply::registry::Registry::new(config.registries.insecure.clone()),
+            artifacts: fogshell_supply::registry::Registry::new(config.registries.insecure.clone())
+                .with_credentials(config.registries.credentials.clone()),
             exits_reported: Mutex::new(BTreeSet::new()),
             pressure: config.pressure,
             last_health: Mutex::new(Health::default()),

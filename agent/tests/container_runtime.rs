@@ -525,6 +525,7 @@ fn with_registry(
     let client = fogshell_agent::image::registry::RegistryClient::new(
         &fogshell_agent::image::registry::RegistryConfig {
             insecure: vec![registry.addr.clone()],
+            ..Default::default()
         },
     );
     ContainerRuntime::new(

@@ -116,15 +116,14 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Checks under `policy`, reading artifacts over plain HTTP from the `insecure`
-    /// registries.
-    pub fn new(policy: AdmissionPolicy, insecure: Vec<String>) -> Self {
+    /// Checks under `policy`, reading artifacts from `registry`.
+    pub fn new(policy: AdmissionPolicy, registry: Registry) -> Self {
         if policy.mode == Mode::Dev {
             tracing::warn!("dev mode: the default image runs without signature verification");
         }
         Self {
             policy,
-            registry: Registry::new(insecure),
+            registry,
             admitted: Mutex::new(HashMap::new()),
         }
     }

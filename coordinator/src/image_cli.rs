@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fogshell_shared::ImageRef;
+use fogshell_supply::credentials::Credentials;
 use fogshell_supply::formats;
 use fogshell_supply::keys::PrivateKey;
 use fogshell_supply::registry::Registry;
@@ -62,6 +63,9 @@ pub struct Target {
     /// A registry (`host:port`) spoken to over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// Logins for private registries: an auth file as `skopeo login --authfile` writes.
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 fn password() -> Result<Vec<u8>, String> {
@@ -83,7 +87,8 @@ pub fn run(command: ImageCommand) -> Result<(), String> {
 }
 
 async fn pinned(target: &Target) -> Result<(Registry, ImageRef), String> {
-    let registry = Registry::new(target.insecure_registries.clone());
+    let credentials = Credentials::load_optional(target.registry_auth_file.as_deref())?;
+    let registry = Registry::new(target.insecure_registries.clone()).with_credentials(credentials);
     let digest = registry.resolve(&target.image).await?;
     let image = ImageRef::pinned(target.image.registry(), target.image.repository(), digest)
         .map_err(|e| e.to_string())?;

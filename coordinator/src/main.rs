@@ -148,6 +148,10 @@ struct ServeArgs {
     /// A registry (`host:port`) whose signatures are read over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// Logins for private registries: an auth file as `skopeo login --authfile` or `podman
+    /// login` writes (`{"auths": {"host": {"auth": base64(user:password)}}}`).
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
     /// How often agents send heartbeats (`500ms`, `1s`).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     heartbeat_interval: std::time::Duration,
@@ -503,6 +507,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         admission_policy: args.admission_policy,
         insecure_registries: args.insecure_registries,
+        registry_auth_file: args.registry_auth_file,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async {

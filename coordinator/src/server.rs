@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub admission_policy: Option<PathBuf>,
     /// Registries (`host:port`) whose signatures are read over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Logins for private registries: an auth file as `skopeo login --authfile` writes.
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 /// A started coordinator.
@@ -238,9 +240,14 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         config.images.dev_mode,
         &config.images.default_image,
     )?;
+    let credentials = fogshell_supply::credentials::Credentials::load_optional(
+        config.registry_auth_file.as_deref(),
+    )
+    .map_err(|e| format!("--registry-auth-file: {e}"))?;
     let admission = Arc::new(crate::admission::Admission::new(
         policy,
-        config.insecure_registries.clone(),
+        fogshell_supply::registry::Registry::new(config.insecure_registries.clone())
+            .with_credentials(credentials),
     ));
     let fleet = Arc::new(Fleet::new(config.lost_within));
     let links = Arc::new(Links::default());

@@ -140,6 +140,7 @@ pub fn up(args: Up) -> Result<(), String> {
         attestation: Default::default(),
         admission_policy: None,
         insecure_registries: Vec::new(),
+        registry_auth_file: None,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

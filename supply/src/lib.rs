@@ -5,13 +5,15 @@
 //! - [`keys`]: cosign-compatible key files;
 //! - [`formats`]: simple-signing payloads, DSSE envelopes, in-toto statements;
 //! - [`verify`]: the pure judgement of an image's artifacts under a policy rule;
-//! - [`registry`]: fetching and pushing the artifacts;
+//! - [`registry`]: fetching and pushing the artifacts, logged in with [`credentials`] where
+//!   an auth file names the registry;
 //! - [`admit`] ties them together, as the coordinator and the agent both call it.
 //!
 //! Why not the `sigstore` crate: offline and key-based, a signature is ECDSA over a small
 //! JSON document, which p256 checks; the crate would add ~350 crates to a 2-core build and
 //! still leave attestations (`.att`) to be written here.
 
+pub mod credentials;
 pub mod formats;
 pub mod keys;
 pub mod registry;

@@ -7,10 +7,11 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use crate::credentials::{Credentials, explain};
 use crate::formats::{
     DSSE_MEDIA_TYPE, PREDICATE_ANNOTATION, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
     attestation_tag, signature_tag,
@@ -29,6 +30,7 @@ pub const MAX_BLOB_BYTES: i64 = 16 << 20;
 #[derive(Clone)]
 pub struct Registry {
     client: Client,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for Registry {
@@ -64,7 +66,18 @@ impl Registry {
                 protocol: ClientProtocol::HttpsExcept(insecure),
                 ..Default::default()
             }),
+            credentials: Credentials::none(),
         }
+    }
+
+    /// The same, logging in to the registries `credentials` name.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    fn auth(&self, reference: &Reference) -> RegistryAuth {
+        self.credentials.auth_for(reference.resolve_registry())
     }
 
     fn reference(image: &ImageRef, tag: &str) -> Result<Reference, String> {
@@ -87,7 +100,7 @@ impl Registry {
             .client
             .pull_manifest_raw(
                 &reference,
-                &RegistryAuth::Anonymous,
+                &self.auth(&reference),
                 &[
                     MANIFEST_MEDIA_TYPE,
                     "application/vnd.oci.image.index.v1+json",
@@ -96,7 +109,7 @@ impl Registry {
                 ],
             )
             .await
-            .map_err(|e| format!("{image}: {e}"))?;
+            .map_err(|e| format!("{image}: {}", explain(&e)))?;
         sha256_digest(&bytes)
             .parse()
             .map_err(|e| format!("{image}: {e:?}"))
@@ -111,7 +124,7 @@ impl Registry {
         let reference = Self::reference(image, tag)?;
         match self
             .client
-            .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &[MANIFEST_MEDIA_TYPE])
+            .pull_manifest_raw(&reference, &self.auth(&reference), &[MANIFEST_MEDIA_TYPE])
             .await
         {
             Ok((bytes, _)) => {
@@ -120,7 +133,7 @@ impl Registry {
                 Ok(Some((reference, manifest)))
             }
             Err(error) if is_absent(&error) => Ok(None),
-            Err(error) => Err(format!("{tag}: {error}")),
+            Err(error) => Err(format!("{tag}: {}", explain(&error))),
         }
     }
 
@@ -135,7 +148,7 @@ impl Registry {
         self.client
             .pull_blob(reference, layer, &mut bytes)
             .await
-            .map_err(|e| format!("{}: {e}", layer.digest))?;
+            .map_err(|e| format!("{}: {}", layer.digest, explain(&e)))?;
         if sha256_digest(&bytes) != layer.digest {
             return Err(format!("{}: the registry sent other bytes", layer.digest));
         }
@@ -182,12 +195,17 @@ impl Registry {
     ) -> Result<(), String> {
         let existing = self.manifest(image, tag).await?;
         let reference = Self::reference(image, tag)?;
+        // Pushing takes its own login (pulling logs in as it goes).
+        self.client
+            .auth(&reference, &self.auth(&reference), RegistryOperation::Push)
+            .await
+            .map_err(|e| format!("logging in to push {tag}: {}", explain(&e)))?;
         let mut layers = existing.map(|(_, m)| m.layers).unwrap_or_default();
         let digest = sha256_digest(&blob);
         self.client
             .push_blob(&reference, blob.clone(), &digest)
             .await
-            .map_err(|e| format!("pushing {digest}: {e}"))?;
+            .map_err(|e| format!("pushing {digest}: {}", explain(&e)))?;
         layers.retain(|l| l.digest != digest);
         layers.push(OciDescriptor {
             media_type: media_type.into(),
@@ -209,7 +227,7 @@ impl Registry {
         self.client
             .push_blob(&reference, config.clone(), &config_digest)
             .await
-            .map_err(|e| format!("pushing the config: {e}"))?;
+            .map_err(|e| format!("pushing the config: {}", explain(&e)))?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -224,7 +242,7 @@ impl Registry {
                 http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
             )
             .await
-            .map_err(|e| format!("pushing {tag}: {e}"))?;
+            .map_err(|e| format!("pushing {tag}: {}", explain(&e)))?;
         Ok(())
     }
 }

@@ -92,7 +92,10 @@ fn main() {
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         for _ in 0..trials {
-            let admission = Admission::new(policy.clone(), vec![registry.addr.clone()]);
+            let admission = Admission::new(
+                policy.clone(),
+                fogshell_supply::registry::Registry::new(vec![registry.addr.clone()]),
+            );
             let started = Instant::now();
             let (_, cached) = admission.check(&image).await.unwrap();
             cold.push(started.elapsed());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use fogshell_shared::{Digest, ImageRef};
+use fogshell_supply::credentials::{Credentials, explain};
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::Digest as _;
 
@@ -21,12 +21,15 @@ pub struct RegistryConfig {
     /// Registries (`host:port`) spoken to over plain HTTP: only for registries on the node's
     /// own network (a local mirror, tests on loopback).
     pub insecure: Vec<String>,
+    /// Logins for private registries (from `[registries] auth_file`).
+    pub credentials: Credentials,
 }
 
 /// A registry client.
 #[derive(Clone)]
 pub struct RegistryClient {
     client: Client,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -36,7 +39,7 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 fn pull_error(what: String) -> impl FnOnce(oci_client::errors::OciDistributionError) -> ImageError {
-    move |e| ImageError::BadImage(format!("pulling {what}: {e}"))
+    move |e| ImageError::BadImage(format!("pulling {what}: {}", explain(&e)))
 }
 
 impl RegistryClient {
@@ -48,7 +51,10 @@ impl RegistryClient {
             protocol: ClientProtocol::HttpsExcept(config.insecure.clone()),
             ..Default::default()
         });
-        Self { client }
+        Self {
+            client,
+            credentials: config.credentials.clone(),
+        }
     }
 
     /// Pulls `image` (pinned) into `store` unless the store already has it whole.
@@ -66,7 +72,7 @@ impl RegistryClient {
                     .parse()
                     .map_err(|e| ImageError::BadImage(format!("image reference {image}: {e}")))
             };
-            let auth = RegistryAuth::Anonymous;
+            let auth = self.credentials.auth_for(registry);
 
             // The manifest (or index, then this platform's manifest), hashed before it is kept.
             let mut manifest_digest = digest;
