@@ -13,6 +13,8 @@ pub struct LocalRegistry {
     child: std::process::Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The user and password it demands, if it demands a login.
+    pub login: Option<(String, String)>,
     /// The registry's storage folder.
     pub storage: std::path::PathBuf,
     log: std::path::PathBuf,
@@ -20,8 +22,48 @@ pub struct LocalRegistry {
 }
 
 impl LocalRegistry {
-    /// Starts one and waits until it answers.
+    /// Starts one that anyone may read and write, and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts one that demands a login (HTTP basic, a fresh random password), and waits
+    /// until it answers.
+    pub fn start_with_login() -> Self {
+        let mut secret = [0u8; 18];
+        getrandom::fill(&mut secret).expect("random bytes");
+        let password = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE, secret);
+        Self::start_with(Some(("fogshell-ci".to_owned(), password)))
+    }
+
+    /// An auth file naming this registry's login, as `skopeo login --authfile` writes it,
+    /// in `dir` (mode 0600).
+    pub fn auth_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let (user, password) = self.login.as_ref().expect("a registry with a login");
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{user}:{password}"),
+        );
+        let path = dir.join("registry-auth.json");
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            serde_json::json!({"auths": {&self.addr: {"auth": auth}}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        path
+    }
+
+    fn start_with(login: Option<(String, String)>) -> Self {
         let binary = "/usr/bin/docker-registry";
         assert!(
             std::path::Path::new(binary).exists(),
@@ -44,6 +86,17 @@ impl LocalRegistry {
             ),
         )
         .unwrap();
+        if let Some((user, password)) = &login {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: fogshell-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+            std::fs::write(&config, text).unwrap();
+        }
         let log = dir.path().join("registry.log");
         let child = std::process::Command::new(binary)
             .arg("serve")
@@ -63,6 +116,7 @@ impl LocalRegistry {
         Self {
             child,
             addr,
+            login,
             storage,
             log,
             _dir: dir,
@@ -78,6 +132,11 @@ impl LocalRegistry {
                 "--preserve-digests",
                 "--dest-tls-verify=false",
             ])
+            .args(
+                self.login
+                    .iter()
+                    .map(|(user, password)| format!("--dest-creds={user}:{password}")),
+            )
             .arg(format!("oci:{}:{name}", layout.display()))
             .arg(format!("docker://{}/{repository}:latest", self.addr))
             .status()

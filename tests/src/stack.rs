@@ -58,6 +58,8 @@ pub struct NodeSpec<'a> {
     pub tpm: Option<String>,
     /// Registries (`host:port`) it pulls from over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Its registry logins (`[registries] auth_file`).
+    pub registry_auth_file: Option<PathBuf>,
     /// Below this many bytes free on its disk, it is under pressure and takes no new sessions.
     /// 0 by default: every test node shares this machine's disk, and how full that is says
     /// nothing about the test.
@@ -77,6 +79,7 @@ impl<'a> NodeSpec<'a> {
             netns: false,
             tpm: None,
             insecure_registries: Vec::new(),
+            registry_auth_file: None,
             disk_free_min_bytes: 0,
         }
     }
@@ -392,17 +395,16 @@ impl Stack {
             "[node]\nregion = \"{}\"\ntrust_tier = \"{}\"\nsession_slots = {}\ncoordinator = \"{coordinator}\"\n[node.labels]\n",
             spec.region, spec.tier, spec.slots
         );
-        if !spec.insecure_registries.is_empty() {
-            let quoted: Vec<String> = spec
-                .insecure_registries
-                .iter()
-                .map(|r| format!("\"{r}\""))
-                .collect();
-            config.insert_str(
-                0,
-                &format!("[registries]\ninsecure = [{}]\n", quoted.join(", ")),
-            );
+        let quoted: Vec<String> = spec
+            .insecure_registries
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect();
+        let mut registries = format!("[registries]\ninsecure = [{}]\n", quoted.join(", "));
+        if let Some(file) = &spec.registry_auth_file {
+            registries.push_str(&format!("auth_file = \"{}\"\n", file.display()));
         }
+        config.insert_str(0, &registries);
         if let Some(tcti) = &spec.tpm {
             config.insert_str(
                 config.find("[node.labels]").unwrap_or(0),

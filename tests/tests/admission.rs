@@ -3,7 +3,8 @@
 //! CycloneDX SBOM as signed attestations — is admitted and runs; every way an image can fall
 //! short is refused with its own rule id, as a 403 whose evidence is the `policy.denied`
 //! event; and the agent checks again: an image whose signature vanished from the registry
-//! after the coordinator cached its admission does not start on the node.
+//! after the coordinator cached its admission does not start on the node. A registry that
+//! demands a login is published to, read and pulled from with an auth file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,7 @@ use fogshell_e2e::stack::{NodeSpec, Stack, default_layout};
 use fogshell_e2e::ws::Viewer;
 use fogshell_shared::admission::{CYCLONEDX, PROVENANCE_V02};
 use fogshell_shared::{Digest, ImageRef};
+use fogshell_supply::credentials::Credentials;
 use fogshell_supply::formats;
 use fogshell_supply::keys::PrivateKey;
 use fogshell_supply::registry::Registry;
@@ -39,14 +41,24 @@ fn succeed(command: &mut Command) -> String {
 struct Bed {
     registry: LocalRegistry,
     dir: tempfile::TempDir,
-    /// Another build of the default image (another timestamp, so another digest).
+    /// Another build of the default image (another timestamp, so another digest): one no
+    /// node has imported.
     variant: PathBuf,
+    /// The registry's login as an auth file, if it demands one.
+    auth_file: Option<PathBuf>,
 }
 
 impl Bed {
     fn new() -> Self {
-        let registry = LocalRegistry::start();
+        Self::with(LocalRegistry::start())
+    }
+
+    fn with(registry: LocalRegistry) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let auth_file = registry
+            .login
+            .is_some()
+            .then(|| registry.auth_file(dir.path()));
         for name in ["trusted", "rogue"] {
             succeed(
                 coordinator()
@@ -65,6 +77,15 @@ impl Bed {
             registry,
             dir,
             variant,
+            auth_file,
+        }
+    }
+
+    /// Everything that logs in to the registry (skopeo, `fogshell-coordinator image`) reads
+    /// the auth file from `REGISTRY_AUTH_FILE`.
+    fn logged_in(&self, command: &mut Command) {
+        if let Some(file) = &self.auth_file {
+            command.env("REGISTRY_AUTH_FILE", file);
         }
     }
 
@@ -79,8 +100,10 @@ impl Bed {
     /// `images/publish.sh`: push, sign, attest provenance (v0.2, v1) and SBOM.
     fn publish(&self, layout: &Path, name: &str, key: &str) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/publish.sh");
+        let mut command = Command::new(script);
+        self.logged_in(&mut command);
         succeed(
-            Command::new(script)
+            command
                 .arg(layout)
                 .arg(self.repository(name))
                 .arg(self.key(key))
@@ -135,7 +158,8 @@ impl Bed {
     }
 
     fn artifacts_client(&self) -> Registry {
-        Registry::new(vec![self.registry.addr.clone()])
+        let credentials = Credentials::load_optional(self.auth_file.as_deref()).unwrap();
+        Registry::new(vec![self.registry.addr.clone()]).with_credentials(credentials)
     }
 
     fn policy(&self) -> PathBuf {
@@ -393,5 +417,68 @@ async fn only_signed_attested_images_with_an_sbom_run() {
         "{}",
         refused.body
     );
+    stack.verify_audit();
+}
+
+/// A registry that demands a login: the image, its signature and its attestations are
+/// published with the login from an auth file (skopeo and `fogshell-coordinator image` both
+/// read `REGISTRY_AUTH_FILE`), the coordinator reads the signatures and the node pulls the
+/// image with it; read anonymously, the registry refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_registry_is_used_with_the_login_of_an_auth_file() {
+    let bed = Bed::with(LocalRegistry::start_with_login());
+    let auth_file = bed.auth_file.clone().unwrap();
+    // An image no node has imported, so the node must pull it.
+    let good = bed.publish(&bed.variant, "shell", "trusted");
+    let (image, digest) = pinned(&good);
+
+    let anonymous = Registry::new(vec![bed.registry.addr.clone()]);
+    let refused = anonymous.artifacts(&image, &digest).await.unwrap_err();
+    assert!(
+        refused.contains("Not authorized") && refused.contains("registry auth file"),
+        "{refused}"
+    );
+    let artifacts = bed.artifacts_client().artifacts(&image, &digest).await;
+    assert_eq!(artifacts.unwrap().signatures.len(), 1);
+
+    let policy = bed.policy();
+    let mut stack = Stack::coordinator_only(&[
+        "--admission-policy",
+        policy.to_str().unwrap(),
+        "--insecure-registry",
+        &bed.registry.addr,
+        "--registry-auth-file",
+        auth_file.to_str().unwrap(),
+    ]);
+    stack.add(&NodeSpec {
+        insecure_registries: vec![bed.registry.addr.clone()],
+        registry_auth_file: Some(auth_file.clone()),
+        ..NodeSpec::new("fog-a")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = create(&api, &alice, &good).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer.type_bytes(b"echo \"pri\"\"vate\"\n").await;
+    viewer
+        .expect_output("private", Duration::from_secs(20))
+        .await;
+
+    // The node pulled the image's layer itself, logged in.
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            bed.variant.join("blobs/sha256").join(
+                std::fs::read_to_string(bed.variant.join("digest"))
+                    .unwrap()
+                    .trim()
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(bed.registry.gets(&format!("/blobs/{layer}")), 1);
     stack.verify_audit();
 }
