@@ -2,7 +2,8 @@
 //! test user, on loopback), a coordinator that trusts it, a node with containers, and
 //! Playwright driving Debian's headless Chromium through `console/test/console.test.mjs`:
 //! login with authorization code + PKCE, create, type, resize, drop the WebSocket, terminate,
-//! log out. The screenshot it takes of a live terminal is `docs/console.png`.
+//! log out. The screenshot it takes of a live terminal lands in `target/tmp/console.png`
+//! (`docs/console.png` is a copy of one; a test run leaves the work tree as it was).
 //!
 //! Needs `npm ci` and `npm run build` in `console/` (scripts/test.sh does both before the
 //! coordinator is built, so the binary embeds the console) and Debian's `chromium`.
@@ -73,7 +74,8 @@ fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
     let mut stack = Stack::coordinator_for_issuer(&issuer, AUDIENCE, &format!("127.0.0.1:{port}"));
     stack.add_node("fog-a", "unattested", "eu-west");
 
-    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console.png");
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    let _ = std::fs::remove_file(&screenshot);
     let run = Command::new("node")
         .arg(console_dir().join("test/console.test.mjs"))
         .env("CONSOLE_URL", &console_url)
@@ -88,6 +90,12 @@ fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
     );
     assert!(run.status.success(), "{output}\n{}", stack.logs());
     assert!(output.contains("all passed"), "{output}");
+    let png = std::fs::read(&screenshot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "not a PNG: {}",
+        screenshot.display()
+    );
 }
 
 /// The README's first command's stack, `fogshell-coordinator up`: the same console test
