@@ -162,6 +162,28 @@ impl Bed {
         Registry::new(vec![self.registry.addr.clone()]).with_credentials(credentials)
     }
 
+    /// A coordinator under [`Bed::policy`] and one node, fog-a, both reaching the registry
+    /// (with its login, if it demands one).
+    fn stack(&self) -> Stack {
+        let policy = self.policy();
+        let mut args = vec![
+            "--admission-policy",
+            policy.to_str().unwrap(),
+            "--insecure-registry",
+            &self.registry.addr,
+        ];
+        if let Some(file) = &self.auth_file {
+            args.extend(["--registry-auth-file", file.to_str().unwrap()]);
+        }
+        let mut stack = Stack::coordinator_only(&args);
+        stack.add(&NodeSpec {
+            insecure_registries: vec![self.registry.addr.clone()],
+            registry_auth_file: self.auth_file.clone(),
+            ..NodeSpec::new("fog-a")
+        });
+        stack
+    }
+
     fn policy(&self) -> PathBuf {
         let path = self.dir.path().join("admission.toml");
         std::fs::write(
@@ -202,6 +224,23 @@ async fn create(api: &Api, token: &str, image: &str) -> fogshell_e2e::api::Answe
         Some(&body),
     )
     .await
+}
+
+/// Starts a session of `image` and sees its shell answer; returns the creation's answer.
+async fn start_and_answer(
+    api: &Api,
+    token: &str,
+    image: &str,
+    stack: &Stack,
+) -> fogshell_e2e::api::Answer {
+    let created = create(api, token, image).await;
+    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
+    let mut viewer = Viewer::attach(&created.body["attach"]).await;
+    viewer.type_bytes(b"echo \"ans\"\"wered\"\n").await;
+    viewer
+        .expect_output("answered", Duration::from_secs(20))
+        .await;
+    created
 }
 
 /// The rule id of the `policy.denied` event a refusal points at.
@@ -313,17 +352,7 @@ async fn only_signed_attested_images_with_an_sbom_run() {
         }
     }
 
-    let policy = bed.policy();
-    let mut stack = Stack::coordinator_only(&[
-        "--admission-policy",
-        policy.to_str().unwrap(),
-        "--insecure-registry",
-        &bed.registry.addr,
-    ]);
-    stack.add(&NodeSpec {
-        insecure_registries: vec![bed.registry.addr.clone()],
-        ..NodeSpec::new("fog-a")
-    });
+    let stack = bed.stack();
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
     let admin = stack.issuer.token("admin", "ops");
@@ -368,13 +397,7 @@ async fn only_signed_attested_images_with_an_sbom_run() {
     }
 
     // The good image runs.
-    let created = create(&api, &alice, &good).await;
-    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
-    let mut viewer = Viewer::attach(&created.body["attach"]).await;
-    viewer.type_bytes(b"echo \"ver\"\"ified\"\n").await;
-    viewer
-        .expect_output("verified", Duration::from_secs(20))
-        .await;
+    let created = start_and_answer(&api, &alice, &good, &stack).await;
     let again = create(&api, &alice, &good).await;
     assert_eq!(again.status, 201, "{}", again.body);
     let events = api
@@ -427,7 +450,6 @@ async fn only_signed_attested_images_with_an_sbom_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_registry_is_used_with_the_login_of_an_auth_file() {
     let bed = Bed::with(LocalRegistry::start_with_login());
-    let auth_file = bed.auth_file.clone().unwrap();
     // An image no node has imported, so the node must pull it.
     let good = bed.publish(&bed.variant, "shell", "trusted");
     let (image, digest) = pinned(&good);
@@ -441,29 +463,10 @@ async fn a_private_registry_is_used_with_the_login_of_an_auth_file() {
     let artifacts = bed.artifacts_client().artifacts(&image, &digest).await;
     assert_eq!(artifacts.unwrap().signatures.len(), 1);
 
-    let policy = bed.policy();
-    let mut stack = Stack::coordinator_only(&[
-        "--admission-policy",
-        policy.to_str().unwrap(),
-        "--insecure-registry",
-        &bed.registry.addr,
-        "--registry-auth-file",
-        auth_file.to_str().unwrap(),
-    ]);
-    stack.add(&NodeSpec {
-        insecure_registries: vec![bed.registry.addr.clone()],
-        registry_auth_file: Some(auth_file.clone()),
-        ..NodeSpec::new("fog-a")
-    });
+    let stack = bed.stack();
     let api = Api::new(&stack.api).await;
     let alice = stack.issuer.token("alice", "org-a");
-    let created = create(&api, &alice, &good).await;
-    assert_eq!(created.status, 201, "{}\n{}", created.body, stack.logs());
-    let mut viewer = Viewer::attach(&created.body["attach"]).await;
-    viewer.type_bytes(b"echo \"pri\"\"vate\"\n").await;
-    viewer
-        .expect_output("private", Duration::from_secs(20))
-        .await;
+    start_and_answer(&api, &alice, &good, &stack).await;
 
     // The node pulled the image's layer itself, logged in.
     let manifest: Value = serde_json::from_slice(
