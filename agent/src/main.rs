@@ -118,6 +118,10 @@ struct RunArgs {
     /// A registry (`host:port`) to reach over plain HTTP, on top of the config's; repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Registry logins (an auth file as `skopeo login --authfile` writes), instead of the
+    /// config's `[registries] auth_file`.
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    registry_auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -263,6 +267,9 @@ fn run_here(args: Box<RunArgs>) -> Result<i32, String> {
     let mut config = AgentConfig::load(args.config.as_deref())?;
     let state_dir = args.state_dir.unwrap_or(config.state_dir.clone());
     config.registries.insecure.extend(args.insecure_registries);
+    if let Some(file) = &args.registry_auth_file {
+        config.registries.credentials = fogshell_supply::credentials::Credentials::load(file)?;
+    }
     let profile = config.profiles.get(&args.profile).cloned().ok_or_else(|| {
         let known: Vec<_> = config.profiles.iter().map(|(n, _)| n.to_string()).collect();
         format!("no profile {} (known: {})", args.profile, known.join(", "))

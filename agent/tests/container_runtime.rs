@@ -7,33 +7,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{read_until, size, type_line, wait_exit, wait_for_prompt};
+use common::{
+    default_image_layout, read_until, require_root, size, type_line, wait_exit, wait_for_prompt,
+};
 use fogshell_agent::image::ImageStore;
 use fogshell_agent::runtime::container::ContainerRuntime;
 use fogshell_agent::runtime::{Runtime, RuntimeError, SessionRequest, ShimHost};
 use fogshell_agent::shim::protocol::ShimRequest;
 use fogshell_shared::{ImageRef, ResourceLimits, TrustTier};
 use sha2::Digest as _;
-
-/// The default image's OCI layout, built by `images/build.sh`.
-fn default_image_layout() -> PathBuf {
-    let path = std::env::var_os("FOGSHELL_DEFAULT_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out/default"));
-    assert!(
-        path.join("index.json").is_file(),
-        "the default image is not built at {}: run images/build.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "container tests need root (CI runs as root): run them with sudo or as root"
-    );
-}
 
 struct Node {
     _state: tempfile::TempDir,

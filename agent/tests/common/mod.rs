@@ -8,6 +8,28 @@ use fogshell_agent::shim::protocol::{ShimEvent, ShimRequest};
 use fogshell_shared::frame::TermSize;
 use fogshell_shared::{ResourceLimits, SessionId, TrustTier};
 
+/// The default image's OCI layout, built by `images/build.sh`.
+pub fn default_image_layout() -> std::path::PathBuf {
+    let path = std::env::var_os("FOGSHELL_DEFAULT_IMAGE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/out/default")
+        });
+    assert!(
+        path.join("index.json").is_file(),
+        "the default image is not built at {}: run images/build.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "container tests need root (CI runs as root): run them with sudo or as root"
+    );
+}
+
 /// How long any one expected output may take.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
