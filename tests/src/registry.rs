@@ -77,26 +77,22 @@ impl LocalRegistry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
+        let mut config_text = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
         if let Some((user, password)) = &login {
+            // docker-registry reads only bcrypt hashes.
             let htpasswd = dir.path().join("htpasswd");
             let hash = bcrypt::hash(password, 4).expect("bcrypt");
             std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            let mut text = std::fs::read_to_string(&config).unwrap();
-            text.push_str(&format!(
+            config_text.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: fogshell-test\n    path: {}\n",
                 htpasswd.display()
             ));
-            std::fs::write(&config, text).unwrap();
         }
+        let config = dir.path().join("config.yml");
+        std::fs::write(&config, config_text).unwrap();
         let log = dir.path().join("registry.log");
         let child = std::process::Command::new(binary)
             .arg("serve")
