@@ -13,6 +13,12 @@
 //! region = "eu-west"
 //! tpm = "device:/dev/tpmrm0"           # prove the `attested` tier with this TPM
 //!
+//! [gateway]                            # off unless `listen` is set: users' terminals
+//! listen = "0.0.0.0:8444"              # reach this node's sessions here, not via the cloud
+//! url = "wss://fog-a.example.org:8444" # what users reach it by (the attach answer names it)
+//! tls_certificate = "/etc/fogshell/gateway.crt"  # PEM chain; plain ws only on loopback
+//! tls_key = "/etc/fogshell/gateway.key"
+//!
 //! [pressure]                           # below these, the node takes no new sessions
 //! disk_free_min_bytes = 2147483648     # default: 5 % of the state dir's disk, at most 2 GiB
 //! memory_available_min_bytes = 1073741824  # default: 10 % of memory, at most 1 GiB
@@ -53,6 +59,70 @@ struct File {
     node: NodeSection,
     #[serde(default)]
     pressure: Pressure,
+    #[serde(default)]
+    gateway: GatewaySection,
+}
+
+/// `[gateway]`: the node's own edge gateway, serving the seed's PTY endpoint for the sessions
+/// on this node so keystrokes stay at the edge. Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Where to listen (`0.0.0.0:8444`).
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The base URL users reach it by (`wss://fog-a.example.org:8444`); by default
+    /// `wss://<listen>` (`ws://` without TLS on loopback).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The TLS certificate chain (PEM) the gateway presents: the operator's own, or one
+    /// `fogshell-coordinator gateway-cert` issued from the coordinator's CA.
+    #[serde(default)]
+    pub tls_certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl GatewaySection {
+    /// The gateway's base URL, when it is on: as configured, or from the listen address.
+    pub fn url(&self) -> Option<String> {
+        let listen = self.listen?;
+        Some(self.url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls_certificate.is_some() {
+                "wss"
+            } else {
+                "ws"
+            };
+            format!("{scheme}://{listen}")
+        }))
+    }
+
+    /// Checks that the section describes a gateway that can run: TLS both or neither, plain
+    /// only on loopback, a URL users can be sent to.
+    fn validate(&self) -> Result<(), String> {
+        let Some(listen) = self.listen else {
+            if self.url.is_some() || self.tls_certificate.is_some() || self.tls_key.is_some() {
+                return Err("[gateway] needs `listen` to be on".into());
+            }
+            return Ok(());
+        };
+        match (&self.tls_certificate, &self.tls_key) {
+            (Some(_), Some(_)) => {}
+            (None, None) if listen.ip().is_loopback() => {}
+            (None, None) => {
+                return Err(format!(
+                    "[gateway] listens on {listen}: off loopback it needs tls_certificate and tls_key"
+                ));
+            }
+            _ => return Err("[gateway] needs both tls_certificate and tls_key".into()),
+        }
+        if let Some(url) = self.url() {
+            fogshell_shared::wire::edge::validate_gateway_url(&url)
+                .map_err(|e| format!("[gateway] {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[node]`: how this node describes itself to the coordinator.
@@ -140,6 +210,8 @@ pub struct AgentConfig {
     pub node: NodeSection,
     /// When the node is under pressure.
     pub pressure: Pressure,
+    /// The node's own edge gateway.
+    pub gateway: GatewaySection,
 }
 
 impl AgentConfig {
@@ -147,6 +219,9 @@ impl AgentConfig {
     /// `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        file.gateway
+            .validate()
+            .map_err(|e| format!("{origin}: {e}"))?;
         let credentials = Credentials::load_optional(file.registries.auth_file.as_deref())
             .map_err(|e| format!("{origin}: [registries] auth_file: {e}"))?;
         Ok(Self {
@@ -158,6 +233,7 @@ impl AgentConfig {
             profiles: Profiles::new(file.profiles).map_err(|e| format!("{origin}: {e}"))?,
             node: file.node,
             pressure: file.pressure,
+            gateway: file.gateway,
         })
     }
 
@@ -222,6 +298,33 @@ mod tests {
             .pressure;
         assert_eq!(pressure.disk_free_min_bytes, Some(1024));
         assert_eq!(pressure.memory_available_min_bytes, None);
+    }
+
+    #[test]
+    fn the_gateway_is_off_by_default_and_checked_when_on() {
+        let off = AgentConfig::parse("", "test").unwrap().gateway;
+        assert_eq!(off.url(), None);
+        let loopback = AgentConfig::parse("[gateway]\nlisten = \"127.0.0.1:8444\"\n", "test")
+            .unwrap()
+            .gateway;
+        assert_eq!(loopback.url().as_deref(), Some("ws://127.0.0.1:8444"));
+        let tls = AgentConfig::parse(
+            "[gateway]\nlisten = \"0.0.0.0:8444\"\nurl = \"wss://fog-a.example.org:8444\"\n\
+             tls_certificate = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+            "test",
+        )
+        .unwrap()
+        .gateway;
+        assert_eq!(tls.url().as_deref(), Some("wss://fog-a.example.org:8444"));
+        for (bad, why) in [
+            ("listen = \"0.0.0.0:8444\"", "tls_certificate"),
+            ("listen = \"127.0.0.1:1\"\ntls_key = \"/k\"", "both"),
+            ("url = \"wss://a\"", "listen"),
+            ("listen = \"127.0.0.1:1\"\nurl = \"https://a\"", "wss://"),
+        ] {
+            let err = AgentConfig::parse(&format!("[gateway]\n{bad}\n"), "agent.toml").unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

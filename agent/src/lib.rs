@@ -10,10 +10,14 @@
 //! - [`link`]: the QUIC link to the coordinator (hello, heartbeats, reconnects);
 //!   [`node_facts`] is what it reports.
 //! - [`run`]: `fogshell-agent run`, the operator's smoke test.
+//! - [`gateway`]: the node's own edge gateway (the PTY endpoint for its sessions);
+//!   [`edge`] keeps its attach keys and audit records.
 
 pub mod clock;
 pub mod config;
+pub mod edge;
 pub mod enroll;
+pub mod gateway;
 pub mod image;
 pub mod link;
 pub mod node_facts;

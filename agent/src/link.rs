@@ -46,6 +46,12 @@ pub trait LocalNode: Send + Sync + 'static {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<CommandOutput, CommandError>> + Send;
+    /// The coordinator published new attach-token keys (a rotation).
+    fn attach_keys(&self, _keys: Vec<fogshell_shared::attach_token::AttachKey>) {}
+    /// The edge gateway's state, when the node runs one: its audit records go up the link.
+    fn edge(&self) -> Option<Arc<crate::edge::EdgeState>> {
+        None
+    }
     /// Attaches a terminal to a session this node runs, its output from `from_offset` (what
     /// the node still holds of it).
     fn attach(
@@ -313,14 +319,26 @@ impl Link {
 
         // Terminals arrive as streams the coordinator opens; each is served on its own task.
         let terminals = tokio::spawn(accept_terminals(connection.clone(), Arc::clone(node)));
-        let _abort_terminals = AbortOnDrop(terminals);
+        let _abort_terminals = tokio_util::task::AbortOnDropHandle::new(terminals);
         // Commands run concurrently (an image pull must not hold up a terminate); their
         // answers come back here to be written on the control stream.
         let (answers, mut answered) = mpsc::channel::<AgentMessage>(64);
         let mut tick = tokio::time::interval(interval);
         let mut seq = 0u64;
+        // The edge gateway's audit records: all that are not acknowledged go up on every
+        // connection, then each new one as it is made.
+        let edge = node.edge();
+        let mut edge_sent = 0u64;
+        if let Some(edge) = &edge {
+            send_edge_audit(&mut send, edge, &mut edge_sent).await?;
+        }
         loop {
             tokio::select! {
+                () = edge_recorded(edge.as_deref()) => {
+                    if let Some(edge) = &edge {
+                        send_edge_audit(&mut send, edge, &mut edge_sent).await?;
+                    }
+                }
                 _ = tick.tick() => {
                     seq += 1;
                     for event in node.events().await {
@@ -348,6 +366,14 @@ impl Link {
                         }.instrument(span));
                     }
                     Some(CoordinatorMessage::Renewed(answer)) => self.renewed(answer),
+                    Some(CoordinatorMessage::AttachKeys(keys)) => node.attach_keys(keys),
+                    Some(CoordinatorMessage::EdgeAuditAck { through }) => {
+                        if let Some(edge) = &edge {
+                            edge.acknowledged(through);
+                            // Anything recorded past what was sent goes now.
+                            send_edge_audit(&mut send, edge, &mut edge_sent).await?;
+                        }
+                    }
                     Some(other) => {
                         return Err(LinkError::Broken(format!("unexpected message: {other:?}")));
                     }
@@ -355,6 +381,32 @@ impl Link {
             }
         }
     }
+}
+
+/// Resolves when the edge gateway made a record (never without a gateway).
+async fn edge_recorded(edge: Option<&crate::edge::EdgeState>) {
+    match edge {
+        Some(edge) => edge.recorded().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the edge audit records after `sent` (as many as one message carries) and moves
+/// `sent` past them; the rest follow with the acknowledgement.
+async fn send_edge_audit(
+    send: &mut quinn::SendStream,
+    edge: &crate::edge::EdgeState,
+    sent: &mut u64,
+) -> Result<(), LinkError> {
+    let records = edge.pending_after(*sent);
+    let Some(last) = records.last().map(|r| r.seq) else {
+        return Ok(());
+    };
+    write_message(send, &AgentMessage::EdgeAudit(records))
+        .await
+        .map_err(|e| LinkError::Broken(e.to_string()))?;
+    *sent = last;
+    Ok(())
 }
 
 /// The command's name, for spans.
@@ -366,14 +418,6 @@ fn command_name(command: &Command) -> &'static str {
         Command::List => "list",
         Command::ActivateCredential(_) => "activate_credential",
         Command::Quote { .. } => "quote",
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -403,10 +447,8 @@ async fn accept_terminals<N: LocalNode>(connection: quinn::Connection, node: Arc
     }
 }
 
-/// Relays one terminal: shim output up the QUIC stream, input and resizes down to the shim.
-/// Each direction waits for the other end to take what it sent (QUIC flow control above, the
-/// shim socket below), so a flooding shell fills bounded buffers and then waits, while the
-/// input direction — Ctrl-C — keeps moving.
+/// Serves one terminal stream the coordinator opened: reads its header, attaches to the
+/// session and relays until either end stops.
 async fn serve_terminal<N: LocalNode>(
     node: &N,
     mut send: quinn::SendStream,
@@ -425,11 +467,7 @@ async fn serve_terminal<N: LocalNode>(
     let session_id = header.session_id;
     let span = tracing::info_span!("terminal", %session_id);
     async move {
-        let PtyStreams {
-            mut input,
-            mut output,
-            from_offset,
-        } = match node
+        let streams = match node
             .attach(session_id, header.size, header.from_offset)
             .await
         {
@@ -439,92 +477,126 @@ async fn serve_terminal<N: LocalNode>(
                 return Err(format!("attach refused: {}", error.message));
             }
         };
-        tracing::debug!(from_offset, "terminal attached");
-        let upward = async {
-            write_message(&mut send, &PtyMessage::Start { from_offset })
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut waiting: Option<ShimEvent> = None;
-            loop {
-                let event = match waiting.take() {
-                    Some(event) => event,
-                    None => match output.next_event().await.map_err(|e| e.to_string())? {
-                        Some(event) => event,
-                        None => return Err("the shim closed the terminal".to_string()),
-                    },
-                };
-                match event {
-                    ShimEvent::Output { mut data, .. } => {
-                        // Output that is already here goes in the same message; the first
-                        // byte of a burst is never held back for more.
-                        while data.len() < COALESCE_BYTES {
-                            match output.next_buffered().map_err(|e| e.to_string())? {
-                                Some(ShimEvent::Output { data: more, .. }) => data.extend(more),
-                                Some(other) => {
-                                    waiting = Some(other);
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
-                        write_message(&mut send, &PtyMessage::Data(data))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    ShimEvent::Exited { code } => {
-                        write_message(&mut send, &PtyMessage::Exit { code })
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let _ = send.finish();
-                        return Ok(());
-                    }
-                    ShimEvent::Interrupted { before, discard } => {
-                        write_message(&mut send, &PtyMessage::Interrupted { before, discard })
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    ShimEvent::Attached { .. } | ShimEvent::Status(_) | ShimEvent::Released => {}
-                }
+        match relay_terminal(streams, &mut send, &mut recv).await {
+            Err(TerminalError::Malformed(error)) => {
+                let _ = recv.get_mut().stop(pty_stream_code::MALFORMED.into());
+                Err(error)
             }
-        };
-        let downward = async {
-            loop {
-                match recv.next::<PtyMessage>().await {
-                    Ok(Some(PtyMessage::Data(bytes))) => input
-                        .send(&ShimRequest::Input(bytes))
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    Ok(Some(PtyMessage::Resize(size))) => input
-                        .send(&ShimRequest::Resize(size))
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    Ok(Some(PtyMessage::Ack { offset })) => input
-                        .send(&ShimRequest::Ack { offset })
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    Ok(Some(
-                        PtyMessage::Exit { .. }
-                        | PtyMessage::Start { .. }
-                        | PtyMessage::Interrupted { .. },
-                    )) => {
-                        return Err("an output message sent down a terminal".to_string());
-                    }
-                    // The viewer detached; the shell keeps running.
-                    Ok(None) => return Ok(()),
-                    Err(ReadError::Malformed(error)) => {
-                        let _ = recv.get_mut().stop(pty_stream_code::MALFORMED.into());
-                        return Err(format!("malformed terminal message: {error}"));
-                    }
-                    Err(ReadError::Io(error)) => return Err(error.to_string()),
-                }
-            }
-        };
-        // Whichever ends first ends the relay: the shell exited, or the viewer went away.
-        tokio::select! {
-            result = upward => result,
-            result = downward => result,
+            Err(TerminalError::Other(error)) => Err(error),
+            Ok(()) => Ok(()),
         }
     }
     .instrument(span)
     .await
+}
+
+/// Why a terminal relay stopped early.
+#[derive(Debug)]
+pub(crate) enum TerminalError {
+    /// The viewer's side sent something that is not a terminal message.
+    Malformed(String),
+    /// A stream failed.
+    Other(String),
+}
+
+/// Relays one attached terminal: shim output up `send`, input and resizes from `recv` down to
+/// the shim — over a QUIC stream to the coordinator's relay, or in memory to this node's own
+/// gateway. Each direction waits for the other end to take what it sent (QUIC flow control or
+/// the gateway's socket above, the shim socket below), so a flooding shell fills bounded
+/// buffers and then waits, while the input direction — Ctrl-C — keeps moving.
+pub(crate) async fn relay_terminal<W, R>(
+    streams: PtyStreams,
+    send: &mut W,
+    recv: &mut FramedReader<R>,
+) -> Result<(), TerminalError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let PtyStreams {
+        mut input,
+        mut output,
+        from_offset,
+    } = streams;
+    tracing::debug!(from_offset, "terminal attached");
+    let other = |e: &dyn std::fmt::Display| TerminalError::Other(e.to_string());
+    let upward = async {
+        write_message(send, &PtyMessage::Start { from_offset })
+            .await
+            .map_err(|e| other(&e))?;
+        let mut waiting: Option<ShimEvent> = None;
+        loop {
+            let event = match waiting.take() {
+                Some(event) => event,
+                None => match output.next_event().await.map_err(|e| other(&e))? {
+                    Some(event) => event,
+                    None => return Err(other(&"the shim closed the terminal")),
+                },
+            };
+            match event {
+                ShimEvent::Output { mut data, .. } => {
+                    // Output that is already here goes in the same message; the first byte of
+                    // a burst is never held back for more.
+                    while data.len() < COALESCE_BYTES {
+                        match output.next_buffered().map_err(|e| other(&e))? {
+                            Some(ShimEvent::Output { data: more, .. }) => data.extend(more),
+                            Some(other) => {
+                                waiting = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    write_message(send, &PtyMessage::Data(data))
+                        .await
+                        .map_err(|e| other(&e))?;
+                }
+                ShimEvent::Exited { code } => {
+                    write_message(send, &PtyMessage::Exit { code })
+                        .await
+                        .map_err(|e| other(&e))?;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(send).await;
+                    return Ok(());
+                }
+                ShimEvent::Interrupted { before, discard } => {
+                    write_message(send, &PtyMessage::Interrupted { before, discard })
+                        .await
+                        .map_err(|e| other(&e))?;
+                }
+                ShimEvent::Attached { .. } | ShimEvent::Status(_) | ShimEvent::Released => {}
+            }
+        }
+    };
+    let downward = async {
+        loop {
+            let request = match recv.next::<PtyMessage>().await {
+                Ok(Some(PtyMessage::Data(bytes))) => ShimRequest::Input(bytes),
+                Ok(Some(PtyMessage::Resize(size))) => ShimRequest::Resize(size),
+                Ok(Some(PtyMessage::Ack { offset })) => ShimRequest::Ack { offset },
+                Ok(Some(
+                    PtyMessage::Exit { .. }
+                    | PtyMessage::Start { .. }
+                    | PtyMessage::Interrupted { .. },
+                )) => {
+                    return Err(TerminalError::Malformed(
+                        "an output message sent down a terminal".to_string(),
+                    ));
+                }
+                // The viewer detached; the shell keeps running.
+                Ok(None) => return Ok(()),
+                Err(ReadError::Malformed(error)) => {
+                    return Err(TerminalError::Malformed(format!(
+                        "malformed terminal message: {error}"
+                    )));
+                }
+                Err(ReadError::Io(error)) => return Err(other(&error)),
+            };
+            input.send(&request).await.map_err(|e| other(&e))?;
+        }
+    };
+    // Whichever ends first ends the relay: the shell exited, or the viewer went away.
+    tokio::select! {
+        result = upward => result,
+        result = downward => result,
+    }
 }

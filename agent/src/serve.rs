@@ -74,6 +74,10 @@ pub struct AgentReport<R> {
     pressure: node_facts::Pressure,
     /// The pressure last reported, so a change is logged once.
     last_health: Mutex<Health>,
+    /// The node's own edge gateway, as configured (off unless it listens).
+    gateway: crate::config::GatewaySection,
+    /// The gateway's keys and audit records, when it is on.
+    edge: Option<Arc<crate::edge::EdgeState>>,
 }
 
 impl<R: Runtime> AgentReport<R> {
@@ -113,6 +117,11 @@ impl<R: Runtime> AgentReport<R> {
             exits_reported: Mutex::new(BTreeSet::new()),
             pressure: config.pressure,
             last_health: Mutex::new(Health::default()),
+            edge: match config.gateway.listen {
+                Some(_) => Some(Arc::new(crate::edge::EdgeState::open(state_dir)?)),
+                None => None,
+            },
+            gateway: config.gateway.clone(),
         })
     }
 
@@ -178,11 +187,23 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             capacity: self.capacity,
             running,
             tpm: self.tpm.as_ref().map(|t| t.identity().clone()),
+            gateway_url: self.gateway.url(),
         }
     }
 
     fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome) {
         *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(welcome.admission.clone());
+        self.attach_keys(welcome.attach_keys.clone());
+    }
+
+    fn attach_keys(&self, keys: Vec<fogshell_shared::attach_token::AttachKey>) {
+        if let Some(edge) = &self.edge {
+            edge.set_keys(keys);
+        }
+    }
+
+    fn edge(&self) -> Option<Arc<crate::edge::EdgeState>> {
+        self.edge.clone()
     }
 
     async fn heartbeat(&self, seq: u64) -> Heartbeat {
@@ -386,6 +407,25 @@ pub async fn serve<R: Runtime + 'static>(
         tracing::info!(count = reaped.len(), "removed sessions whose shim was gone");
     }
     report.runtime.host().prepare_zygote();
+    let _gateway = match &report.edge {
+        Some(edge) => {
+            let placement = fogshell_shared::Placement {
+                node_id: report.node_id.clone(),
+                region: report.node.region.clone(),
+                trust_tier: report.claimed_tier(),
+                reasons: vec![fogshell_shared::ReasonCode::UserPathDirect],
+            };
+            let running = crate::gateway::start(
+                &report.gateway,
+                Arc::clone(&report),
+                Arc::clone(edge),
+                placement,
+            )
+            .await?;
+            Some(tokio_util::task::AbortOnDropHandle::new(running.task))
+        }
+        None => None,
+    };
     let link = Link::new(identity, address, host)?;
     tracing::info!(node_id = %report.node_id, %coordinator, "agent serving");
     Err(link.run(&report).await.to_string())

@@ -18,6 +18,7 @@ use fogshell_shared::placement::{
     LatencyTable, NoPlacement, PlacementHint, PlacementRequest, place,
 };
 use fogshell_shared::profile::{Profile, Profiles, TrustLoss};
+use fogshell_shared::wire::edge::{EdgeEvent, EdgeRecord};
 use fogshell_shared::wire::{AllocateSpec, Command, CommandOutput, Hello, NodeEvent};
 use fogshell_shared::{
     ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
@@ -33,7 +34,7 @@ use crate::error::{ApiError, evidence_path};
 use crate::fabric::FabricHooks;
 use crate::fabric::nodes::{Links, Terminal};
 use crate::fleet::Fleet;
-use crate::store::{Batch, SessionRecord, Store};
+use crate::store::{Batch, EdgeCursor, SessionRecord, Store};
 
 /// How long a node may take to start a session (an image pull included).
 pub const ALLOCATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,7 +116,7 @@ pub struct ControlPlane {
     store: Arc<dyn Store>,
     fleet: Arc<Fleet>,
     links: Arc<Links>,
-    attach: AttachTokens,
+    attach: Arc<AttachTokens>,
     profiles: Profiles,
     images: ImagePolicy,
     admission: Arc<crate::admission::Admission>,
@@ -185,7 +186,7 @@ impl ControlPlane {
             store,
             fleet,
             links,
-            attach: AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?,
+            attach: Arc::new(AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?),
             profiles,
             images,
             admission,
@@ -194,6 +195,16 @@ impl ControlPlane {
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             transitions: Mutex::new(()),
         })
+    }
+
+    /// The attach-token keys (the fabric publishes them to nodes).
+    pub fn attach_tokens(&self) -> &Arc<AttachTokens> {
+        &self.attach
+    }
+
+    /// The coordinator's relay as a base WebSocket URL (`wss://host:port`).
+    pub fn relay_ws_url(&self) -> &str {
+        &self.public_ws
     }
 
     /// The store (for the API's reads).
@@ -373,6 +384,7 @@ impl ControlPlane {
             };
             let tenant = Some(&principal.tenant);
             self.store.commit(Batch {
+                edge_cursor: None,
                 sessions: vec![session.clone()],
                 events: vec![
                     entry(tenant, user(principal), Outcome::Success, AuditEvent::SessionCreated {
@@ -460,8 +472,8 @@ impl ControlPlane {
                     return Err(ApiError::new(code, format!("the node could not start the session: {}", error.message)));
                 }
             }
-            let attach = self.attach_info(session_id)?;
-            tracing::info!("session running");
+            let attach = self.attach_info(&session)?;
+            tracing::info!(ws_url = %attach.ws_url, "session running");
             Ok(CreateSessionResponse { session_id, attach, placement })
         }
         .instrument(span)
@@ -526,6 +538,7 @@ impl ControlPlane {
             updated.placement = session.placement.clone();
         }
         self.store.commit(Batch {
+            edge_cursor: None,
             sessions: vec![updated.clone()],
             events,
         })?;
@@ -545,15 +558,38 @@ impl ControlPlane {
         Ok(true)
     }
 
-    fn attach_info(&self, session_id: SessionId) -> Result<AttachInfo, ApiError> {
+    /// A fresh attach token for `session` and the user's best path to its terminal: the
+    /// node's own gateway when it has one the client can reach (the relay is then the
+    /// fallback), else the coordinator's relay.
+    fn attach_info(&self, session: &SessionRecord) -> Result<AttachInfo, ApiError> {
+        let session_id = session.session_id;
         let (token, expires_at) = self
             .attach
-            .mint(session_id, now())
+            .mint(session_id, session.node_id(), now())
             .map_err(ApiError::internal)?;
-        Ok(AttachInfo {
-            ws_url: format!("{}/v1/sessions/{session_id}/pty", self.public_ws),
-            token: Secret::new(token),
-            expires_at,
+        let pty = |base: &str| format!("{base}/v1/sessions/{session_id}/pty");
+        let relay = pty(&self.public_ws);
+        let direct = self.fleet.view(session.node_id()).and_then(|node| {
+            let path =
+                fogshell_shared::placement::user_path(&node, session.placement_hint.as_ref());
+            match (path, node.gateway_url) {
+                (fogshell_shared::placement::UserPath::Direct { .. }, Some(url)) => Some(pty(&url)),
+                _ => None,
+            }
+        });
+        Ok(match direct {
+            Some(ws_url) => AttachInfo {
+                ws_url,
+                fallback_ws_url: Some(relay),
+                token: Secret::new(token),
+                expires_at,
+            },
+            None => AttachInfo {
+                ws_url: relay,
+                fallback_ws_url: None,
+                token: Secret::new(token),
+                expires_at,
+            },
         })
     }
 
@@ -585,7 +621,7 @@ impl ControlPlane {
                 format!("session {session_id} is {}", session.status),
             ));
         }
-        self.attach_info(session_id)
+        self.attach_info(&session)
     }
 
     /// `DELETE /v1/sessions/{id}`: ends the session on its node and records it. Ending an
@@ -667,6 +703,72 @@ impl ControlPlane {
         }
     }
 
+    /// Commits what `node_id`'s edge gateway decided (direct attaches, refusals) to the
+    /// chain, each record exactly once, and returns how far the node's records are in. The
+    /// tenant comes from the session as stored, never from the node.
+    pub fn edge_audit(&self, node_id: &NodeId, records: Vec<EdgeRecord>) -> Result<u64, ApiError> {
+        let through = self.store.edge_audit_through(node_id)?;
+        let fresh: Vec<EdgeRecord> = records.into_iter().filter(|r| r.seq > through).collect();
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            return Ok(through);
+        };
+        let cursor = EdgeCursor {
+            node_id: node_id.clone(),
+            first: first.seq,
+            last: last.seq,
+        };
+        let actor = || Actor::Node {
+            node_id: node_id.clone(),
+        };
+        let tenant_of = |session_id: Option<SessionId>| {
+            session_id
+                .and_then(|id| self.store.session(id).ok().flatten())
+                .map(|session| session.tenant)
+        };
+        let events = fresh
+            .into_iter()
+            .map(|record| {
+                let (tenant, outcome, event) = match record.event {
+                    EdgeEvent::Attached { session_id } => (
+                        tenant_of(Some(session_id)),
+                        Outcome::Success,
+                        AuditEvent::SessionAttached {
+                            session_id,
+                            node_id: node_id.clone(),
+                        },
+                    ),
+                    EdgeEvent::Refused {
+                        rule_id,
+                        reason,
+                        session_id,
+                    } => (
+                        tenant_of(session_id),
+                        Outcome::Denied,
+                        AuditEvent::PolicyDenied {
+                            rule_id,
+                            reason: format!("{reason} (edge record {node_id}/{})", record.seq),
+                            subject: session_id.map(|id| id.to_string()),
+                        },
+                    ),
+                };
+                AuditEntry {
+                    at: record.at,
+                    tenant,
+                    actor: actor(),
+                    outcome,
+                    event,
+                }
+            })
+            .collect();
+        self.store.commit(Batch {
+            sessions: Vec::new(),
+            events,
+            edge_cursor: Some(cursor),
+        })?;
+        // Read back: a concurrent link of the same node may have committed further.
+        Ok(self.store.edge_audit_through(node_id)?)
+    }
+
     /// Opens the session's terminal for the gateway after checking its attach token.
     pub async fn open_terminal(
         &self,
@@ -680,8 +782,8 @@ impl ControlPlane {
                 None,
                 Actor::System,
                 ErrorCode::Unauthenticated,
-                refused.rule_id,
-                refused.message,
+                refused.rule_id(),
+                refused.to_string(),
                 Some(session_id.to_string()),
             ));
         }
@@ -1127,6 +1229,13 @@ impl FabricHooks for Hooks {
                 tracing::error!(%error, "ending sessions of a node that lost attested");
             }
         });
+    }
+
+    fn edge_audit(&self, node_id: &NodeId, records: Vec<EdgeRecord>) -> Option<u64> {
+        self.0
+            .edge_audit(node_id, records)
+            .inspect_err(|error| tracing::error!(%error, "recording a node's edge audit"))
+            .ok()
     }
 
     fn record(&self, outcome: Outcome, event: AuditEvent) {

@@ -145,6 +145,7 @@ impl Fleet {
             running: hello.running.iter().map(|r| r.session_id).collect(),
             rtt_us: rtt.as_micros() as u64,
             last_heartbeat: at,
+            gateway_url: hello.gateway_url.clone(),
         };
         let mut nodes = self.lock();
         // Sessions being started there when the link broke still hold their share.

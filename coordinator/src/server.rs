@@ -273,6 +273,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         enrollment: Arc::clone(&enrollment),
         attestor: Arc::new(config.attestation.attestor(&config.data_dir)?),
         admission: Arc::new(admission.policy().clone()),
+        attach: Arc::clone(control.attach_tokens()),
     };
     let state = Arc::new(AppState {
         control: Arc::clone(&control),
@@ -289,16 +290,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         tokio::spawn(fabric::link::sweep_forever(fabric)),
         tokio::spawn(Arc::clone(&control).reap_forever()),
     ];
-    tasks.push(match tls {
-        None => tokio::spawn(async move {
-            use axum::serve::ListenerExt as _;
-            let http = http.tap_io(|tcp| tune_client_socket(tcp));
-            if let Err(error) = axum::serve(http, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        }),
-        Some(tls) => tokio::spawn(serve_tls(http, app, tls)),
-    });
+    tasks.push(tokio::spawn(fogshell_gateway::serve::serve(http, app, tls)));
     if !matches!(config.identity, Identity::Dev { .. }) {
         // Fail loudly at start on a wrong issuer URL, but start anyway: the keys are fetched
         // again on the first token.
@@ -321,46 +313,6 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         endpoint,
         tasks,
     })
-}
-
-/// No Nagle delay on keystroke echoes.
-fn tune_client_socket(tcp: &tokio::net::TcpStream) {
-    if let Err(error) = tcp.set_nodelay(true) {
-        tracing::debug!(%error, "TCP_NODELAY");
-    }
-}
-
-async fn serve_tls(listener: TcpListener, app: axum::Router, tls: Arc<rustls::ServerConfig>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tune_client_socket(&tcp);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::debug!(%remote, %error, "TLS handshake failed");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                tracing::debug!(%remote, %error, "HTTP connection ended");
-            }
-        });
-    }
 }
 
 impl Running {

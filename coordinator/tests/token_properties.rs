@@ -53,21 +53,26 @@ proptest! {
         let session = SessionId::from_random_bytes([7; 16]);
         prop_assert!(tokens.verify(&token, session, at(1)).is_err());
         prop_assert!(tokens.verify(&jwt, session, at(1)).is_err());
-        let prefixed = format!("fsa1.{token}");
-        prop_assert!(tokens.verify(&prefixed, session, at(1)).is_err());
+        for version in ["fsa1", "fsa2"] {
+            let prefixed = format!("{version}.{token}");
+            prop_assert!(tokens.verify(&prefixed, session, at(1)).is_err());
+        }
     }
 
     #[test]
     fn a_changed_attach_token_never_passes(position in any::<prop::sample::Index>(), replacement in any::<char>()) {
         let tokens = AttachTokens::new(Duration::from_secs(60), at(0)).unwrap();
         let session = SessionId::from_random_bytes([7; 16]);
-        let (token, _) = tokens.mint(session, at(0)).unwrap();
+        let node: fogshell_shared::NodeId = "fog-a".parse().unwrap();
+        let (token, _) = tokens.mint(session, &node, at(0)).unwrap();
         let mut chars: Vec<char> = token.chars().collect();
         let i = position.index(chars.len());
         prop_assume!(chars[i] != replacement);
         chars[i] = replacement;
         let changed: String = chars.into_iter().collect();
         prop_assert!(tokens.verify(&changed, session, at(1)).is_err());
+        // Nor at the node's own gateway, which checks offline with the published keys.
+        prop_assert!(fogshell_shared::attach_token::verify(&changed, &tokens.keys(), session, Some(&node), at(1)).is_err());
     }
 }
 

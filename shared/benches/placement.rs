@@ -100,6 +100,7 @@ fn fleet(count: usize, rng: &mut Rng) -> Vec<NodeView> {
                 running: Vec::new(),
                 rtt_us: 1000 + rng.below(119_000),
                 last_heartbeat: Timestamp::UNIX_EPOCH,
+                gateway_url: None,
             }
         })
         .collect()

@@ -54,8 +54,14 @@ impl CreateSessionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AttachInfo {
-    /// `wss://…/v1/sessions/{id}/pty` (the token goes in its `token` query parameter).
+    /// `wss://…/v1/sessions/{id}/pty` (the token goes in its `token` query parameter): the
+    /// user's best path to the terminal — the node's own gateway when it has one the client
+    /// can reach, else the coordinator's relay.
     pub ws_url: String,
+    /// The coordinator's relay, when `ws_url` is a node's gateway: the same token opens it.
+    /// Clients fall back to it when `ws_url` cannot be reached, or stops serving the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_ws_url: Option<String>,
     /// The attach token; accepted only by the attach endpoint, only for this session.
     pub token: Secret,
     /// When the token stops being accepted.
@@ -93,6 +99,39 @@ pub struct SessionView {
     /// The profile it was created with.
     pub profile: ProfileName,
 }
+
+/// One gateway a terminal can reach its session through (`GET /v1/gateways`): the
+/// coordinator's relay, or a node's own edge gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct GatewayView {
+    /// `relay` for the coordinator's, else the node's id.
+    pub id: String,
+    /// `relay` or `node`.
+    pub kind: GatewayKind,
+    /// The node it serves, for a node's gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<crate::ids::NodeId>,
+    /// Its base WebSocket URL (`wss://host:port`).
+    pub ws_url: String,
+    /// A URL to time a round trip against (`GET`, answers `204`, any origin): the client
+    /// measures each gateway and sends the results in `placement_hint`.
+    pub probe_url: String,
+}
+
+/// Which kind of gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayKind {
+    /// The coordinator's relay: reaches every session.
+    Relay,
+    /// A node's edge gateway: reaches the sessions on that node.
+    Node,
+}
+
+/// The path of the probe every gateway answers.
+pub const GATEWAY_PROBE_PATH: &str = "/v1/gateway/probe";
 
 /// `DELETE /v1/sessions/{id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +265,7 @@ mod tests {
                 ws_url: "wss://gw.example/v1/sessions/x/pty".into(),
                 token: Secret::new("tok"),
                 expires_at: Timestamp::from_unix_millis(60_000).unwrap(),
+                fallback_ws_url: None,
             },
             placement: Placement {
                 node_id: NodeId::new("fog-a").unwrap(),

@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod attach_token;
 pub mod audit;
 pub mod ctrl_c;
 pub mod error;

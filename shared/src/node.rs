@@ -209,6 +209,10 @@ pub struct NodeView {
     pub rtt_us: u64,
     /// When it last said anything.
     pub last_heartbeat: Timestamp,
+    /// The node's own edge gateway (`wss://host:port`), when it runs one: terminals of its
+    /// sessions can reach it directly instead of through the coordinator's relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
 }
 
 #[cfg(test)]

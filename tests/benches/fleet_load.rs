@@ -50,6 +50,7 @@ impl LocalNode for SimulatedNode {
             labels: Default::default(),
             claimed_tier: TrustTier::Unattested,
             tpm: None,
+            gateway_url: None,
             runtime_drivers: vec![RuntimeDriver::Libcontainer],
             capacity: CAPACITY,
             running: Vec::new(),

@@ -29,6 +29,13 @@ impl fabric::FabricHooks for FleetOnly {
     fn node_lost(&self, _: &NodeId) {}
     fn trust_lost(&self, _: &NodeId, _: &str) {}
     fn record(&self, _: fogshell_shared::audit::Outcome, _: fogshell_shared::audit::AuditEvent) {}
+    fn edge_audit(
+        &self,
+        _: &NodeId,
+        _: Vec<fogshell_shared::wire::edge::EdgeRecord>,
+    ) -> Option<u64> {
+        None
+    }
 }
 
 fn main() {
@@ -75,6 +82,13 @@ fn main() {
                     .unwrap(),
             ),
             admission: Arc::default(),
+            attach: Arc::new(
+                fogshell_coordinator::auth::attach::AttachTokens::new(
+                    fogshell_coordinator::auth::attach::DEFAULT_TTL,
+                    fogshell_shared::Timestamp::UNIX_EPOCH,
+                )
+                .unwrap(),
+            ),
         };
         tokio::spawn(fabric::serve(endpoint, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));

@@ -9,6 +9,7 @@ mod console;
 mod events;
 pub mod extract;
 pub mod gateway;
+mod gateways;
 mod nodes;
 pub mod rate_limit;
 mod sessions;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +29,7 @@ use tracing::Instrument as _;
 
 use crate::auth::dev_issuer::DevIssuer;
 use crate::auth::oidc::OidcVerifier;
-use crate::auth::{Principal, Scope, attach};
+use crate::auth::{Principal, Scope};
 use crate::control::ControlPlane;
 use crate::error::ApiError;
 use crate::fabric::enroll::Enrollment;
@@ -56,16 +57,7 @@ pub struct AppState {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(self.0)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            );
-        }
-        response
+        fogshell_gateway::error_response(self.0)
     }
 }
 
@@ -81,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/profiles", get(sessions::profiles))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::get_one))
+        .route("/v1/gateways", get(gateways::list))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{id}", get(nodes::get_one))
         .route("/v1/nodes/join-tokens", post(nodes::create_join_token))
@@ -93,6 +86,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/pty", get(gateway::attach))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/auth/config", get(auth_config))
+        .route(
+            fogshell_shared::api::GATEWAY_PROBE_PATH,
+            get(|| async { fogshell_gateway::probe_response() }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") });
     let dev_issuer = state.dev_issuer.clone();
@@ -154,7 +151,7 @@ async fn authenticate(
             "an OIDC access token is required (Authorization: Bearer …)".into(),
             None,
         )),
-        Some(token) if token.starts_with(attach::PREFIX) => Err(control.deny(
+        Some(token) if fogshell_shared::attach_token::looks_like(token) => Err(control.deny(
             None,
             anonymous(),
             ErrorCode::Unauthenticated,

@@ -72,6 +72,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         enrollment,
         attestor,
         admission,
+        attach,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -144,7 +145,11 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                 .unwrap_or(u32::MAX),
             fence,
             admission: (*admission).clone(),
+            attach_keys: attach.keys(),
         });
+        // Key rotations from here on are pushed to the node.
+        let mut keys = attach.subscribe();
+        keys.mark_unchanged();
         if let Err(error) = write_message(&mut send, &welcome).await {
             tracing::info!(%error, "could not welcome the node");
             fleet.disconnected(&node_id, generation);
@@ -158,13 +163,23 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
             fleet: Arc::clone(&fleet),
             hooks: Arc::clone(&hooks),
         };
-        let attestation = AbortOnDrop(tokio::spawn(watch.run(
+        let attestation = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(watch.run(
             Arc::clone(&link),
             hello.clone(),
             generation,
         )));
         loop {
-            match reader.next::<AgentMessage>().await {
+            let message = tokio::select! {
+                message = reader.next::<AgentMessage>() => message,
+                Ok(()) = keys.changed() => {
+                    let published = keys.borrow_and_update().clone();
+                    if let Err(error) = link.send(&CoordinatorMessage::AttachKeys(published)).await {
+                        tracing::info!(%error, "could not send the new attach keys");
+                    }
+                    continue;
+                }
+            };
+            match message {
                 Ok(Some(AgentMessage::Heartbeat(hb))) => {
                     fleet.heartbeat(
                         &node_id,
@@ -194,6 +209,20 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                         tracing::info!(%error, "could not send the renewed certificate");
                     }
                 }
+                Ok(Some(AgentMessage::EdgeAudit(records))) => {
+                    if let Err(error) = fogshell_shared::wire::edge::validate_batch(&records) {
+                        tracing::warn!(%error, "malformed edge audit; closing the link");
+                        connection.close(close::PROTOCOL_ERROR.into(), b"malformed message");
+                        break;
+                    }
+                    if let Some(through) = hooks.edge_audit(&node_id, records)
+                        && let Err(error) = link
+                            .send(&CoordinatorMessage::EdgeAuditAck { through })
+                            .await
+                    {
+                        tracing::info!(%error, "could not acknowledge edge audit records");
+                    }
+                }
                 Ok(None) => break,
                 Err(ReadError::Io(reason)) => {
                     tracing::info!(%reason, "link gone");
@@ -213,15 +242,6 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
     }
     .instrument(span)
     .await
-}
-
-/// Ends a task when dropped (the attestation conversation ends with its link).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Marks silent nodes lost, every [`SWEEP_INTERVAL`](crate::fleet::SWEEP_INTERVAL), until

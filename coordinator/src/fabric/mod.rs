@@ -114,6 +114,13 @@ pub trait FabricHooks: Send + Sync + 'static {
     fn trust_lost(&self, node_id: &NodeId, reason: &str);
     /// Something for the audit log (enrollment, refusals).
     fn record(&self, outcome: Outcome, event: AuditEvent);
+    /// A node's edge gateway reports what it decided: commit each record once; returns the
+    /// highest record number in the chain, to acknowledge (none when the store failed).
+    fn edge_audit(
+        &self,
+        node_id: &NodeId,
+        records: Vec<fogshell_shared::wire::edge::EdgeRecord>,
+    ) -> Option<u64>;
 }
 
 /// Everything the fabric's connections share.
@@ -133,6 +140,8 @@ pub struct Fabric {
     pub attestor: Arc<crate::attestation::Attestor>,
     /// The image admission policy agents check images against again.
     pub admission: Arc<fogshell_shared::admission::AdmissionPolicy>,
+    /// The attach-token keys, published to every node (its edge gateway checks tokens).
+    pub attach: Arc<crate::auth::attach::AttachTokens>,
 }
 
 impl std::fmt::Debug for Fabric {

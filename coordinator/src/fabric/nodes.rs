@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fogshell_shared::frame::TermSize;
-use fogshell_shared::wire::stream::{FramedReader, write_message};
+use fogshell_shared::wire::stream::write_message;
 use fogshell_shared::wire::{
     Command, CommandError, CommandOutput, CoordinatorMessage, PtyStreamHeader, Request, Response,
 };
@@ -31,15 +31,8 @@ impl std::fmt::Debug for NodeLink {
     }
 }
 
-/// A terminal stream to a node: send [`fogshell_shared::wire::PtyMessage`]s down `send`,
-/// read them from `recv`.
-#[derive(Debug)]
-pub struct Terminal {
-    /// Input and resizes.
-    pub send: quinn::SendStream,
-    /// Output and the exit status.
-    pub recv: FramedReader<quinn::RecvStream>,
-}
+/// A terminal stream to a node: the QUIC stream's two halves.
+pub use fogshell_gateway::relay::Terminal;
 
 fn link_error(code: ErrorCode, message: impl Into<String>) -> CommandError {
     CommandError {
@@ -152,10 +145,7 @@ impl NodeLink {
         )
         .await
         .map_err(|e| unavailable(&e))?;
-        Ok(Terminal {
-            send,
-            recv: FramedReader::new(recv),
-        })
+        Ok(Terminal::new(send, recv))
     }
 
     fn lock_pending(

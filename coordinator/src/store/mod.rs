@@ -74,6 +74,20 @@ pub struct Batch {
     pub sessions: Vec<SessionRecord>,
     /// Events to append to the audit chain, in order.
     pub events: Vec<AuditEntry>,
+    /// When the events are a node's edge audit records: which ones, so they land exactly
+    /// once (a batch whose records are already in commits nothing).
+    pub edge_cursor: Option<EdgeCursor>,
+}
+
+/// A run of one node's edge audit records, numbered `first..=last` by the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeCursor {
+    /// The node.
+    pub node_id: NodeId,
+    /// The first record's number: one past what is already in.
+    pub first: u64,
+    /// The last record's number.
+    pub last: u64,
 }
 
 impl Batch {
@@ -82,6 +96,7 @@ impl Batch {
         Self {
             sessions: Vec::new(),
             events: events.into_iter().collect(),
+            edge_cursor: None,
         }
     }
 }
@@ -110,6 +125,8 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Commits `batch` durably; returns the audit records it appended (with seq, id, hashes).
     fn commit(&self, batch: Batch) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The highest edge audit record number of `node_id` in the chain (0: none).
+    fn edge_audit_through(&self, node_id: &NodeId) -> Result<u64, StoreError>;
     /// One session.
     fn session(&self, session_id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// A tenant's sessions in creation order, each with its position; only those after

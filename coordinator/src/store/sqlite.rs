@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use fogshell_shared::audit::{AuditRecord, ChainHash};
-use fogshell_shared::{SessionId, TenantId};
+use fogshell_shared::{NodeId, SessionId, TenantId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Batch, EventFilter, SessionRecord, Store, StoreError};
@@ -36,6 +36,11 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL
      );
      CREATE INDEX audit_by_tenant ON audit (tenant, seq);",
+    // 2: how far each node's edge audit records are in the chain.
+    "CREATE TABLE edge_audit (
+        node_id TEXT PRIMARY KEY,
+        through INTEGER NOT NULL
+     );",
 ];
 
 /// The SQLite store.
@@ -158,10 +163,42 @@ fn last_link(tx: &rusqlite::Transaction<'_>) -> Result<(u64, ChainHash), StoreEr
     }
 }
 
+/// How far `node_id`'s edge audit records are in the chain (0: none yet).
+fn edge_through(conn: &Connection, node_id: &NodeId) -> Result<u64, StoreError> {
+    let through: Option<i64> = conn
+        .query_row(
+            "SELECT through FROM edge_audit WHERE node_id = ?1",
+            params![node_id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(err("reading edge audit progress"))?;
+    Ok(through.unwrap_or(0).unsigned_abs())
+}
+
 impl Store for SqliteStore {
     fn commit(&self, batch: Batch) -> Result<Vec<AuditRecord>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err("begin"))?;
+        if let Some(cursor) = &batch.edge_cursor {
+            let through = edge_through(&tx, &cursor.node_id)?;
+            if through >= cursor.last {
+                // A resend of records already in the chain: nothing to do, exactly once.
+                return Ok(Vec::new());
+            }
+            if through + 1 != cursor.first {
+                return Err(StoreError(format!(
+                    "node {}'s edge audit records start at {} but {} are in",
+                    cursor.node_id, cursor.first, through
+                )));
+            }
+            tx.execute(
+                "INSERT INTO edge_audit (node_id, through) VALUES (?1, ?2)
+                 ON CONFLICT (node_id) DO UPDATE SET through = excluded.through",
+                params![cursor.node_id.as_str(), sql_int(cursor.last)],
+            )
+            .map_err(err("recording edge audit progress"))?;
+        }
         for session in &batch.sessions {
             let record = serde_json::to_string(session).map_err(json_err)?;
             tx.execute(
@@ -200,6 +237,10 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(err("commit"))?;
         Ok(appended)
+    }
+
+    fn edge_audit_through(&self, node_id: &NodeId) -> Result<u64, StoreError> {
+        edge_through(&self.lock(), node_id)
     }
 
     fn session(&self, session_id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
@@ -411,6 +452,7 @@ mod tests {
             sessions.push(session(4, "org:b"));
             store
                 .commit(Batch {
+                    edge_cursor: None,
                     sessions,
                     events: vec![],
                 })
@@ -419,6 +461,7 @@ mod tests {
             running.status = SessionStatus::Terminated;
             store
                 .commit(Batch {
+                    edge_cursor: None,
                     sessions: vec![running],
                     events: vec![],
                 })

@@ -6,7 +6,7 @@ mod latency;
 mod place;
 
 pub use latency::{LatencyTable, ParseLatencyError};
-pub use place::{JURISDICTION_LABEL, NoPlacement, PlacementRequest, place};
+pub use place::{JURISDICTION_LABEL, NoPlacement, PlacementRequest, UserPath, place, user_path};
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,13 @@ pub enum ReasonCode {
     RejectCapacity,
     /// A node was passed over: unhealthy or not connected.
     RejectUnhealthy,
+    /// The user's terminal goes straight to the node's own gateway, ranked by the round trip
+    /// the client measured to it.
+    UserPathDirect,
+    /// The user's terminal goes through the coordinator's relay, ranked by the client's
+    /// measured round trip to the coordinator plus the coordinator's QUIC round trip to the
+    /// node.
+    UserPathRelayed,
 }
 
 /// Where a session runs, and why there.
@@ -79,6 +86,14 @@ pub struct PlacementHint {
     /// Node labels the node must carry (data locality).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub required_labels: Labels,
+    /// The round trip the client measured to the coordinator's relay (`GET /v1/gateways`),
+    /// in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_rtt_ms: Option<u32>,
+    /// Round trips the client measured to nodes' own gateways, by node, in milliseconds. A
+    /// gateway listed by `GET /v1/gateways` but missing here is one the client could not reach.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gateway_rtt_ms: BTreeMap<NodeId, u32>,
 }
 
 impl PlacementHint {
@@ -90,10 +105,17 @@ impl PlacementHint {
         if self.region_rtt_ms.len() > Self::MAX_ENTRIES
             || self.allowed_regions.len() > Self::MAX_ENTRIES
             || self.required_labels.len() > Self::MAX_ENTRIES
+            || self.gateway_rtt_ms.len() > Self::MAX_ENTRIES
         {
             return Err("placement_hint has too many entries (at most 64 of each)");
         }
         Ok(())
+    }
+
+    /// Whether the client measured any gateway (then an unmeasured node gateway is one it
+    /// could not reach).
+    pub fn measured_gateways(&self) -> bool {
+        self.relay_rtt_ms.is_some() || !self.gateway_rtt_ms.is_empty()
     }
 }
 

@@ -156,16 +156,82 @@ impl Rank {
     }
 }
 
+/// Which way a user's terminal reaches a node, and its round trip when the client measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserPath {
+    /// Straight to the node's own gateway.
+    Direct {
+        /// The client's measured round trip to that gateway, microseconds.
+        rtt_us: Option<u64>,
+    },
+    /// Through the coordinator's relay.
+    Relayed {
+        /// The client's measured round trip to the coordinator plus the coordinator's QUIC
+        /// round trip to the node, microseconds.
+        rtt_us: Option<u64>,
+    },
+}
+
+impl UserPath {
+    fn rtt_us(self) -> Option<u64> {
+        match self {
+            Self::Direct { rtt_us } | Self::Relayed { rtt_us } => rtt_us,
+        }
+    }
+}
+
+/// The user's best path to `node`: its own gateway when it has one the client can reach and
+/// that is not slower than the relay, else the coordinator's relay. A client that measured no
+/// gateway at all (an API client that does not probe) is sent to the edge: it is near by
+/// design, and the relay stays its fallback.
+pub fn user_path(node: &NodeView, hint: Option<&PlacementHint>) -> UserPath {
+    let measured = hint.filter(|h| h.measured_gateways());
+    let relayed = measured
+        .and_then(|h| h.relay_rtt_ms)
+        .map(|ms| u64::from(ms) * 1000 + node.rtt_us);
+    if node.gateway_url.is_none() {
+        return UserPath::Relayed { rtt_us: relayed };
+    }
+    let Some(hint) = measured else {
+        return UserPath::Direct { rtt_us: None };
+    };
+    match hint.gateway_rtt_ms.get(&node.node_id) {
+        Some(ms) => {
+            let direct = u64::from(*ms) * 1000;
+            if relayed.is_some_and(|relayed| relayed < direct) {
+                UserPath::Relayed { rtt_us: relayed }
+            } else {
+                UserPath::Direct {
+                    rtt_us: Some(direct),
+                }
+            }
+        }
+        // Measured others, not this one: the client could not reach it.
+        None => UserPath::Relayed { rtt_us: relayed },
+    }
+}
+
 fn rank(node: &NodeView, hint: Option<&PlacementHint>, client_row: ClientRow<'_>) -> Rank {
+    let cloud = node.trust_tier == TrustTier::Cloud;
+    let load = node.load.load1_milli;
+    // What the client measured of the real path beats any estimate from regions.
+    if let Some(latency_us) = user_path(node, hint).rtt_us() {
+        return Rank {
+            cloud,
+            distance_unknown: false,
+            latency_us,
+            load,
+        };
+    }
     let client_ms = hint
         .and_then(|h| h.region_rtt_ms.get(&node.region).copied())
         .or_else(|| client_row.rtt_ms(&node.region));
     let known = client_ms.is_some() || client_row.knows_nothing();
     Rank {
-        cloud: node.trust_tier == TrustTier::Cloud,
+        cloud,
         distance_unknown: !known,
         latency_us: u64::from(client_ms.unwrap_or(0)) * 1000 + node.rtt_us,
-        load: node.load.load1_milli,
+        load,
     }
 }
 
@@ -232,7 +298,7 @@ pub fn place<'n>(
     let client_row = ClientRow {
         region: client_region,
         table_row: client_region.and_then(|r| request.latency.from_region(r)),
-        measured_any: hint.is_some_and(|h| !h.region_rtt_ms.is_empty()),
+        measured_any: hint.is_some_and(|h| !h.region_rtt_ms.is_empty() || h.measured_gateways()),
     };
     let failover = request.failover_from.is_some();
 
@@ -291,6 +357,12 @@ pub fn place<'n>(
     if hint.is_some_and(|h| *h != PlacementHint::default()) {
         reasons.push(ReasonCode::HintHonored);
     }
+    if hint.is_some_and(PlacementHint::measured_gateways) {
+        reasons.push(match user_path(node, hint) {
+            UserPath::Direct { .. } => ReasonCode::UserPathDirect,
+            UserPath::Relayed { .. } => ReasonCode::UserPathRelayed,
+        });
+    }
     // The passed-over nodes' reasons, so the audit event says why not them.
     reasons.extend(rejected.keys().copied());
     Ok(Placement {
@@ -329,6 +401,7 @@ mod tests {
             running: vec![],
             rtt_us: rtt_ms * 1000,
             last_heartbeat: Timestamp::UNIX_EPOCH,
+            gateway_url: None,
         }
     }
 
@@ -473,6 +546,77 @@ mod tests {
         let unknown = in_region(node("fog-ap", TrustTier::Unattested, 1), "ap-south");
         let far_but_known = in_region(node("fog-eu", TrustTier::Unattested, 30), "eu-west");
         assert_eq!(chosen(&from_table, &[unknown, far_but_known]).0, "fog-eu");
+    }
+
+    fn with_gateway(mut node: NodeView) -> NodeView {
+        node.gateway_url = Some(format!("wss://{}.example.org:8444", node.node_id));
+        node
+    }
+
+    #[test]
+    fn the_users_measured_path_ranks_nodes() {
+        // fog-a is 40 ms from the coordinator but 5 ms from the user through its own gateway;
+        // fog-b has no gateway and is 10 ms from the coordinator, which is 40 ms from the user.
+        let nodes = [
+            with_gateway(node("fog-a", TrustTier::Unattested, 40)),
+            node("fog-b", TrustTier::Unattested, 10),
+        ];
+        let hint = PlacementHint {
+            relay_rtt_ms: Some(40),
+            gateway_rtt_ms: [("fog-a".parse().unwrap(), 5)].into(),
+            ..Default::default()
+        };
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, Some(&hint)), &nodes);
+        assert_eq!(winner, "fog-a");
+        assert!(reasons.contains(&ReasonCode::UserPathDirect), "{reasons:?}");
+        assert_eq!(
+            user_path(&nodes[0], Some(&hint)),
+            UserPath::Direct { rtt_us: Some(5000) }
+        );
+        assert_eq!(
+            user_path(&nodes[1], Some(&hint)),
+            UserPath::Relayed {
+                rtt_us: Some(50_000)
+            }
+        );
+
+        // The client could not reach fog-a's gateway: fog-a is ranked by the relayed path
+        // (80 ms), and fog-b (50 ms) wins.
+        let unreachable = PlacementHint {
+            gateway_rtt_ms: Default::default(),
+            ..hint.clone()
+        };
+        let (winner, reasons) = chosen(&request(&DEFAULT_PROFILE, Some(&unreachable)), &nodes);
+        assert_eq!(winner, "fog-b");
+        assert!(
+            reasons.contains(&ReasonCode::UserPathRelayed),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            user_path(&nodes[0], Some(&unreachable)),
+            UserPath::Relayed {
+                rtt_us: Some(80_000)
+            }
+        );
+
+        // A gateway slower than the relay path is not the best path.
+        let slow = PlacementHint {
+            relay_rtt_ms: Some(1),
+            gateway_rtt_ms: [("fog-a".parse().unwrap(), 90)].into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            user_path(&nodes[0], Some(&slow)),
+            UserPath::Relayed { .. }
+        ));
+
+        // Nothing measured: a node with a gateway is reached there; no path reason is given.
+        assert_eq!(
+            user_path(&nodes[0], None),
+            UserPath::Direct { rtt_us: None }
+        );
+        let (_, reasons) = chosen(&request(&DEFAULT_PROFILE, None), &nodes);
+        assert!(!reasons.contains(&ReasonCode::UserPathDirect));
     }
 
     #[test]

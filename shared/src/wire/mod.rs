@@ -12,6 +12,7 @@
 
 pub mod attest;
 pub mod codec;
+pub mod edge;
 pub mod join;
 pub mod samples;
 #[cfg(feature = "io")]
@@ -52,6 +53,9 @@ pub enum AgentMessage {
         #[serde(with = "serde_bytes")]
         csr_der: Vec<u8>,
     },
+    /// What the node's edge gateway decided that the coordinator has not acknowledged yet
+    /// ([`edge`]), oldest first. Answered with [`CoordinatorMessage::EdgeAuditAck`].
+    EdgeAudit(Vec<edge::EdgeRecord>),
 }
 
 /// What a coordinator sends on the control stream.
@@ -66,6 +70,14 @@ pub enum CoordinatorMessage {
     Request(Request),
     /// The answer to [`AgentMessage::Renew`].
     Renewed(Renewed),
+    /// The attach-token keys changed (a rotation): the node's gateway takes tokens signed by
+    /// these from now on.
+    AttachKeys(Vec<crate::attach_token::AttachKey>),
+    /// The node's edge audit records up to and including `through` are in the chain.
+    EdgeAuditAck {
+        /// The highest sequence number committed.
+        through: u64,
+    },
 }
 
 /// A renewal's outcome.
@@ -114,6 +126,9 @@ pub struct Hello {
     /// The node's TPM keys, when it has a TPM: the coordinator binds the AK to the EK and
     /// asks for quotes, and grants `attested` only while they verify.
     pub tpm: Option<attest::TpmIdentity>,
+    /// The node's own edge gateway, when it runs one: the base URL users reach it by
+    /// (`wss://host:port`, [`edge::validate_gateway_url`]).
+    pub gateway_url: Option<String>,
 }
 
 impl Hello {
@@ -134,6 +149,9 @@ impl Hello {
             return Err(WireError::Malformed(
                 "a node needs at least one runtime driver".into(),
             ));
+        }
+        if let Some(url) = &self.gateway_url {
+            edge::validate_gateway_url(url)?;
         }
         self.tpm
             .as_ref()
@@ -167,6 +185,9 @@ pub struct Welcome {
     /// The image admission policy: the agent checks every image against it again before it
     /// runs it (defense in depth against a registry that serves the node something else).
     pub admission: crate::admission::AdmissionPolicy,
+    /// The public keys attach tokens are signed with (previous, current and next), so the
+    /// node's edge gateway checks tokens itself, even while the link is down.
+    pub attach_keys: Vec<crate::attach_token::AttachKey>,
 }
 
 /// The coordinator's refusal of a hello.
@@ -477,7 +498,8 @@ mod tests {
                 AgentMessage::Hello(_)
                 | AgentMessage::Heartbeat(_)
                 | AgentMessage::Event(_)
-                | AgentMessage::Renew { .. } => {}
+                | AgentMessage::Renew { .. }
+                | AgentMessage::EdgeAudit(_) => {}
                 AgentMessage::Response(r) => match r.result {
                     Ok(CommandOutput::Allocated { .. })
                     | Ok(CommandOutput::Terminated)
@@ -496,6 +518,8 @@ mod tests {
                 CoordinatorMessage::Refusal(_) => "refusal",
                 CoordinatorMessage::Renewed(Renewed::Issued { .. }) => "issued",
                 CoordinatorMessage::Renewed(Renewed::Refused { .. }) => "renewal refused",
+                CoordinatorMessage::AttachKeys(_) => "attach keys",
+                CoordinatorMessage::EdgeAuditAck { .. } => "edge audit ack",
                 CoordinatorMessage::Request(r) => match r.command {
                     Command::Allocate(_) => "allocate",
                     Command::Terminate { .. } => "terminate",
@@ -506,8 +530,8 @@ mod tests {
                 },
             })
             .collect();
-        assert_eq!(kinds.len(), 10);
-        assert_eq!(samples::agent_messages().len(), 11);
+        assert_eq!(kinds.len(), 12);
+        assert_eq!(samples::agent_messages().len(), 12);
     }
 
     #[test]

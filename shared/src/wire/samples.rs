@@ -53,6 +53,14 @@ pub fn hello() -> Hello {
             ek_certificate: Some(vec![0x30, 0x82]),
             ak_public: vec![0x00, 0x23, 0x00, 0x0b],
         }),
+        gateway_url: Some("wss://fog-a.example.org:8444".into()),
+    }
+}
+
+fn attach_key() -> crate::attach_token::AttachKey {
+    crate::attach_token::AttachKey {
+        kid: 3,
+        public_key: [0x5a; 32],
     }
 }
 
@@ -133,6 +141,24 @@ pub fn agent_messages() -> Vec<AgentMessage> {
             session_id: session(),
             code: 0,
         }),
+        AgentMessage::EdgeAudit(vec![
+            edge::EdgeRecord {
+                seq: 41,
+                at: Timestamp::from_unix_millis(1_700_000_000_000).expect("in range"),
+                event: edge::EdgeEvent::Attached {
+                    session_id: session(),
+                },
+            },
+            edge::EdgeRecord {
+                seq: 42,
+                at: Timestamp::from_unix_millis(1_700_000_000_500).expect("in range"),
+                event: edge::EdgeEvent::Refused {
+                    rule_id: "auth.attach_token_wrong_node".into(),
+                    reason: "the attach token is for a session on another node".into(),
+                    session_id: Some(session()),
+                },
+            },
+        ]),
     ]
 }
 
@@ -164,7 +190,7 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
             message: "the request names another node".into(),
         }),
         CoordinatorMessage::Welcome(Welcome {
-            version: 1,
+            version: 2,
             heartbeat_interval_ms: 500,
             fence: vec![session()],
             admission: crate::admission::AdmissionPolicy {
@@ -179,7 +205,10 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
                     require_sbom: true,
                 }],
             },
+            attach_keys: vec![attach_key()],
         }),
+        CoordinatorMessage::AttachKeys(vec![attach_key()]),
+        CoordinatorMessage::EdgeAuditAck { through: 42 },
         CoordinatorMessage::Refusal(Refusal {
             code: ErrorCode::UnsupportedVersion,
             message: "no common protocol version".into(),

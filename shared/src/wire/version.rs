@@ -6,17 +6,19 @@
 use serde::{Deserialize, Serialize};
 
 /// The newest wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The versions this build speaks.
+/// Version 2 added the edge gateway (attach keys, the gateway URL, edge audit records);
+/// version 1 was never released, so it is not spoken.
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange {
-    min: 1,
+    min: 2,
     max: PROTOCOL_VERSION,
 };
 
 /// The QUIC ALPN protocol id, naming the newest version; a peer that offers none of ours fails
 /// the TLS handshake before any message is read.
-pub const ALPN: &[u8] = b"fogshell/1";
+pub const ALPN: &[u8] = b"fogshell/2";
 
 /// A contiguous range of protocol versions, `min..=max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +89,7 @@ mod tests {
         let info = BuildInfo::new("fogshell-agent", "0.1.0", "aarch64");
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["protocol"]["max"], PROTOCOL_VERSION);
-        assert_eq!(json["alpn"], "fogshell/1");
+        assert_eq!(json["alpn"], "fogshell/2");
         assert_eq!(json["arch"], "aarch64");
     }
 

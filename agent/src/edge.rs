@@ -1,0 +1,234 @@
+//! What a node's edge gateway keeps between its link and its users: the attach-token keys the
+//! coordinator published, and the audit records of what the gateway decided, until the
+//! coordinator has them in its chain.
+//!
+//! Both live in `<state>/edge/` and survive a restart: the keys so tokens are checked while
+//! the coordinator cannot be reached, the records so none is lost or sent twice. Records are
+//! numbered by the node (1, 2, 3, …); the coordinator commits each once and acknowledges the
+//! highest, and only then are they forgotten here ([`fogshell_shared::wire::edge`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fogshell_shared::Timestamp;
+use fogshell_shared::attach_token::{AttachKey, MAX_KEYS};
+use fogshell_shared::files::{Durability, write_atomically};
+use fogshell_shared::wire::edge::{EdgeEvent, EdgeRecord, MAX_RECORDS};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::lock;
+
+/// Records kept while the coordinator cannot be reached. Past this, refusals are only counted
+/// (and the count recorded once there is room), so a flood of bad tokens cannot fill the disk.
+pub const MAX_PENDING: usize = 10_000;
+
+/// The outbox as it is kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Outbox {
+    /// The number the next record gets.
+    next_seq: u64,
+    /// Records not yet acknowledged, oldest first.
+    pending: Vec<EdgeRecord>,
+    /// Refusals not recorded because the outbox was full.
+    dropped: u64,
+}
+
+/// The edge gateway's durable state.
+#[derive(Debug)]
+pub struct EdgeState {
+    dir: PathBuf,
+    keys: Mutex<Vec<AttachKey>>,
+    outbox: Mutex<Outbox>,
+    /// Woken when a record is added, so the link sends it at once.
+    recorded: Notify,
+}
+
+const KEYS_FILE: &str = "attach-keys.json";
+const OUTBOX_FILE: &str = "audit-outbox.json";
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    write_atomically(path, &bytes, 0o600, Durability::Synced)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl EdgeState {
+    /// Opens (or starts) the state in `<state_dir>/edge/`.
+    pub fn open(state_dir: &Path) -> Result<Self, String> {
+        let dir = state_dir.join("edge");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let keys: Vec<AttachKey> = read_json(&dir.join(KEYS_FILE))?;
+        let mut outbox: Outbox = read_json(&dir.join(OUTBOX_FILE))?;
+        outbox.next_seq = outbox.next_seq.max(1);
+        Ok(Self {
+            dir,
+            keys: Mutex::new(keys),
+            outbox: Mutex::new(outbox),
+            recorded: Notify::new(),
+        })
+    }
+
+    /// The keys tokens are checked against now.
+    pub fn keys(&self) -> Vec<AttachKey> {
+        lock(&self.keys).clone()
+    }
+
+    /// Takes the coordinator's published keys (from a welcome or a rotation) and keeps them.
+    pub fn set_keys(&self, mut keys: Vec<AttachKey>) {
+        keys.truncate(MAX_KEYS);
+        let mut current = lock(&self.keys);
+        if *current == keys {
+            return;
+        }
+        if let Err(error) = write_json(&self.dir.join(KEYS_FILE), &keys) {
+            // Still used in memory: only a restart during a partition would miss them.
+            tracing::warn!(%error, "could not keep the attach keys");
+        }
+        tracing::info!(keys = keys.len(), "attach keys updated");
+        *current = keys;
+    }
+
+    /// Records what the gateway decided; returns the record's number (`None` when the outbox
+    /// is full and only counts refusals).
+    pub fn record(&self, at: Timestamp, event: EdgeEvent) -> Option<u64> {
+        let seq = {
+            let mut outbox = lock(&self.outbox);
+            if outbox.pending.len() >= MAX_PENDING {
+                outbox.dropped += 1;
+                if outbox.dropped == 1 {
+                    tracing::warn!("the edge audit outbox is full; counting refusals only");
+                }
+                return None;
+            }
+            if outbox.dropped > 0 {
+                let count = std::mem::take(&mut outbox.dropped);
+                let seq = outbox.next_seq;
+                outbox.next_seq += 1;
+                outbox.pending.push(EdgeRecord {
+                    seq,
+                    at,
+                    event: EdgeEvent::Refused {
+                        rule_id: "edge.refusals_uncounted".into(),
+                        reason: format!(
+                            "{count} refusals were not recorded one by one while the coordinator could not be reached"
+                        ),
+                        session_id: None,
+                    },
+                });
+            }
+            let seq = outbox.next_seq;
+            outbox.next_seq += 1;
+            outbox.pending.push(EdgeRecord { seq, at, event });
+            if let Err(error) = write_json(&self.dir.join(OUTBOX_FILE), &*outbox) {
+                tracing::error!(%error, "could not keep an edge audit record");
+            }
+            seq
+        };
+        self.recorded.notify_one();
+        Some(seq)
+    }
+
+    /// Records after `after`, oldest first, as many as one message carries.
+    pub fn pending_after(&self, after: u64) -> Vec<EdgeRecord> {
+        lock(&self.outbox)
+            .pending
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(MAX_RECORDS)
+            .cloned()
+            .collect()
+    }
+
+    /// The coordinator has every record up to `through`: forget them.
+    pub fn acknowledged(&self, through: u64) {
+        let mut outbox = lock(&self.outbox);
+        let before = outbox.pending.len();
+        outbox.pending.retain(|r| r.seq > through);
+        if outbox.pending.len() != before
+            && let Err(error) = write_json(&self.dir.join(OUTBOX_FILE), &*outbox)
+        {
+            tracing::warn!(%error, "could not forget acknowledged edge audit records");
+        }
+    }
+
+    /// Resolves when a record was added since the last call.
+    pub async fn recorded(&self) {
+        self.recorded.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fogshell_shared::SessionId;
+
+    fn attached(n: u8) -> EdgeEvent {
+        EdgeEvent::Attached {
+            session_id: SessionId::from_random_bytes([n; 16]),
+        }
+    }
+
+    #[test]
+    fn records_survive_a_restart_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EdgeState::open(dir.path()).unwrap();
+        assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(1)), Some(1));
+        assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(2)), Some(2));
+        state.set_keys(vec![AttachKey {
+            kid: 4,
+            public_key: [1; 32],
+        }]);
+        drop(state);
+        let state = EdgeState::open(dir.path()).unwrap();
+        assert_eq!(state.keys().len(), 1);
+        let pending: Vec<u64> = state.pending_after(0).iter().map(|r| r.seq).collect();
+        assert_eq!(pending, [1, 2]);
+        assert_eq!(state.pending_after(1).len(), 1);
+        state.acknowledged(1);
+        drop(state);
+        let state = EdgeState::open(dir.path()).unwrap();
+        let pending: Vec<u64> = state.pending_after(0).iter().map(|r| r.seq).collect();
+        assert_eq!(pending, [2]);
+        // Numbers go on from where they were, never reused.
+        assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(3)), Some(3));
+    }
+
+    #[test]
+    fn a_full_outbox_counts_refusals_and_records_the_count_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EdgeState::open(dir.path()).unwrap();
+        {
+            let mut outbox = lock(&state.outbox);
+            for seq in 1..=MAX_PENDING as u64 {
+                outbox.pending.push(EdgeRecord {
+                    seq,
+                    at: Timestamp::UNIX_EPOCH,
+                    event: attached(0),
+                });
+            }
+            outbox.next_seq = MAX_PENDING as u64 + 1;
+        }
+        assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(1)), None);
+        assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(1)), None);
+        state.acknowledged(MAX_PENDING as u64);
+        let seq = state.record(Timestamp::UNIX_EPOCH, attached(2)).unwrap();
+        let pending = state.pending_after(0);
+        assert_eq!(pending.len(), 2);
+        assert!(matches!(
+            &pending[0].event,
+            EdgeEvent::Refused { rule_id, reason, .. }
+                if rule_id == "edge.refusals_uncounted" && reason.starts_with("2 ")
+        ));
+        assert_eq!(pending[1].seq, seq);
+        assert_eq!(pending[0].seq + 1, seq);
+    }
+}
