@@ -1,4 +1,4 @@
-//! The agent's link to its coordinator: QUIC (ALPN `fogshell/1`), mutual TLS with the node
+//! The agent's link to its coordinator: QUIC (ALPN `fogshell/2`), mutual TLS with the node
 //! certificate from enrollment, one control stream carrying the hello and then heartbeats.
 //! A broken link is re-dialled with jittered exponential backoff; the sessions keep running
 //! meanwhile and are reported in the next hello.

@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use fogshell_shared::api::{AttachInfo, CreateSessionRequest, CreateSessionResponse};
+use fogshell_shared::api::{
+    AttachInfo, CreateSessionRequest, CreateSessionResponse, GatewayKind, GatewayView, Page,
+};
 use fogshell_shared::ctrl_c::CtrlCHold;
 use fogshell_shared::frame::{ClientFrame, Payload, ServerFrame, StreamState, ack_due};
-use fogshell_shared::{ErrorBody, Secret};
+use fogshell_shared::placement::PlacementHint;
+use fogshell_shared::{ErrorBody, Secret, SessionId};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -232,14 +235,137 @@ impl Client {
             .map_err(|e| format!("creating a session: {e}"))
     }
 
+    /// Times a round trip to each gateway (`GET /v1/gateways`, then each probe, at once), for
+    /// `placement_hint`: the relay's and each node gateway's it could reach within
+    /// [`PROBE_TIMEOUT`]. A coordinator without the list gets no hint.
+    pub async fn measure_gateways(&self, token: &Secret) -> Option<PlacementHint> {
+        let response = self
+            .http
+            .get(format!("{}/v1/gateways", self.base))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .ok()?;
+        let gateways: Page<GatewayView> = response.error_for_status().ok()?.json().await.ok()?;
+        let probes = gateways.items.iter().map(|gateway| async move {
+            // The second request times the round trip; the first opens the connection.
+            let probe = || self.http.get(&gateway.probe_url).send();
+            tokio::time::timeout(PROBE_TIMEOUT, async {
+                probe().await.ok()?;
+                let started = std::time::Instant::now();
+                probe().await.ok()?.error_for_status().ok()?;
+                Some(u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX))
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|ms| (gateway, ms))
+        });
+        let mut hint = PlacementHint::default();
+        for (gateway, ms) in futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            match (&gateway.kind, &gateway.node_id) {
+                (GatewayKind::Relay, _) => hint.relay_rtt_ms = Some(ms),
+                (GatewayKind::Node, Some(node)) => {
+                    hint.gateway_rtt_ms.insert(node.clone(), ms);
+                }
+                (GatewayKind::Node, None) => {}
+            }
+        }
+        hint.measured_gateways().then_some(hint)
+    }
+
+    /// `POST /v1/sessions/{id}/attach`: a fresh token.
+    async fn reattach(&self, token: &Secret, session_id: SessionId) -> Result<AttachInfo, String> {
+        let response = self
+            .http
+            .post(format!("{}/v1/sessions/{session_id}/attach", self.base))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| format!("a new attach token: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("a new attach token: {}", api_error(response).await));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| format!("a new attach token: {e}"))
+    }
+
     /// Attaches this process's terminal to the session until its shell exits; returns the
-    /// exit status.
-    pub async fn attach_here(&self, attach: &AttachInfo) -> Result<i32, String> {
+    /// exit status. The best path first (`ws_url`); when that cannot be reached within
+    /// [`DIRECT_TIMEOUT`], or stops serving the session, the relay (`fallback_ws_url`) with a
+    /// fresh token, resuming the output where it stopped.
+    pub async fn attach_here(
+        &self,
+        token: &Secret,
+        session_id: SessionId,
+        attach: &AttachInfo,
+    ) -> Result<i32, String> {
+        let Some(fallback) = &attach.fallback_ws_url else {
+            let socket = self.connect(&attach.ws_url, &attach.token, 0).await?;
+            return match relay_terminal(socket, &mut Keyboard::spawn(), false).await? {
+                Ended::Exit(code) => Ok(code),
+                Ended::Closed { why, .. } => Err(why),
+            };
+        };
+        let direct = tokio::time::timeout(
+            DIRECT_TIMEOUT,
+            self.connect(&attach.ws_url, &attach.token, 0),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {DIRECT_TIMEOUT:?}")));
+        let mut keyboard = Keyboard::spawn();
+        let from_offset = match direct {
+            Ok(socket) => match relay_terminal(socket, &mut keyboard, false).await? {
+                Ended::Exit(code) => return Ok(code),
+                Ended::Closed { why, offset } => {
+                    eprint!("\r\n[fogshell: {why}; continuing through the coordinator]\r\n");
+                    offset
+                }
+            },
+            Err(why) => {
+                eprint!(
+                    "\r\n[fogshell: the node's gateway: {why}; continuing through the coordinator]\r\n"
+                );
+                0
+            }
+        };
+        let fresh = self.reattach(token, session_id).await?;
+        let relay = fresh.fallback_ws_url.as_deref().unwrap_or(fallback);
+        // The relay answers 503 while the node relinks (an agent restart): try again a while.
+        let deadline = std::time::Instant::now() + FALLBACK_PATIENCE;
+        let socket = loop {
+            match self.connect(relay, &fresh.token, from_offset).await {
+                Ok(socket) => break socket,
+                Err(why) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%why, "the relay cannot attach yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(why) => return Err(why),
+            }
+        };
+        match relay_terminal(socket, &mut keyboard, true).await? {
+            Ended::Exit(code) => Ok(code),
+            Ended::Closed { why, .. } => Err(why),
+        }
+    }
+
+    /// Opens the terminal's WebSocket at `ws_url`, output from `from_offset`.
+    async fn connect(
+        &self,
+        ws_url: &str,
+        token: &Secret,
+        from_offset: u64,
+    ) -> Result<tokio_tungstenite::WebSocketStream<Box<dyn Io>>, String> {
         let size = fogshell_term::size();
         let url = format!(
-            "{}?token={}&cols={}&rows={}",
-            attach.ws_url,
-            attach.token.expose(),
+            "{ws_url}?token={}&cols={}&rows={}&from_offset={from_offset}",
+            token.expose(),
             size.cols(),
             size.rows()
         );
@@ -262,24 +388,46 @@ impl Client {
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        if uri.scheme_str() == Some("wss") {
+        let io: Box<dyn Io> = if uri.scheme_str() == Some("wss") {
             let name =
                 rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS to {host}: {e}"))?;
-            let (socket, _) = tokio_tungstenite::client_async(request, tls)
-                .await
-                .map_err(|e| format!("attaching: {e}"))?;
-            relay_terminal(socket).await
+            Box::new(
+                tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS to {host}: {e}"))?,
+            )
         } else {
-            let (socket, _) = tokio_tungstenite::client_async(request, tcp)
-                .await
-                .map_err(|e| format!("attaching: {e}"))?;
-            relay_terminal(socket).await
-        }
+            Box::new(tcp)
+        };
+        let (socket, _) = tokio_tungstenite::client_async(request, io)
+            .await
+            .map_err(|e| format!("attaching: {e}"))?;
+        Ok(socket)
     }
+}
+
+/// How long the client waits for a node's own gateway before it goes to the relay.
+pub const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the client keeps trying the relay after the node's gateway went away.
+pub const FALLBACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long one gateway probe may take.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A byte stream a WebSocket runs over: TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// How a terminal connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// The shell exited.
+    Exit(i32),
+    /// The gateway closed it (or it broke) without an exit; the session's output reached
+    /// `offset`.
+    Closed { why: String, offset: u64 },
 }
 
 async fn wait_for_callback(listener: &tokio::net::TcpListener) -> Result<String, String> {
@@ -306,35 +454,90 @@ async fn wait_for_callback(listener: &tokio::net::TcpListener) -> Result<String,
     }
 }
 
-async fn relay_terminal<S>(socket: tokio_tungstenite::WebSocketStream<S>) -> Result<i32, String>
+/// What the user types, read on one task for the whole session: a read of stdin cannot be
+/// cancelled, so one started for a connection that then ended would swallow the next
+/// keystrokes; here they wait for the next connection instead.
+#[derive(Debug)]
+struct Keyboard {
+    typed: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    open: bool,
+}
+
+impl Keyboard {
+    fn spawn() -> Self {
+        let (tx, typed) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let bytes = match stdin.read(&mut buf).await {
+                    // Input ended (a pipe, not a person): end the shell's input too.
+                    Ok(0) | Err(_) => vec![0x04],
+                    Ok(n) => buf[..n].to_vec(),
+                };
+                let end = bytes == [0x04];
+                if tx.send(bytes).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Self { typed, open: true }
+    }
+
+    /// The next chunk typed; `None` once input ended.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        let next = self.typed.recv().await;
+        self.open = next.is_some();
+        next
+    }
+}
+
+/// Relays the user's terminal over `socket` until the shell exits or the connection ends.
+/// `resumed`: this connection continues one that broke, so its `running` is news.
+async fn relay_terminal<S>(
+    socket: tokio_tungstenite::WebSocketStream<S>,
+    keyboard: &mut Keyboard,
+    resumed: bool,
+) -> Result<Ended, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = socket.split();
     let _raw = fogshell_term::RawMode::enter().map_err(|e| format!("raw mode: {e}"))?;
-    let mut stdin = tokio::io::stdin();
     let mut stdout = tokio::io::stdout();
     let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
         .map_err(|e| format!("watching resizes: {e}"))?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut stdin_open = true;
     let mut acked = 0u64;
     // Output after a Ctrl-C waits for the gateway's answer: what the interrupt made stale is
     // dropped, as a local tty drops it (`fogshell_shared::ctrl_c`).
     let mut hold = CtrlCHold::new();
     let send = |frame: ClientFrame| Message::Text(frame.encode().into());
+    // Where the session's output stands: the last `running` frame's offset plus what came
+    // since, so a connection through another gateway resumes it exactly.
+    let mut offset = 0u64;
+    let closed = |why: String, offset: u64| Ok(Ended::Closed { why, offset });
+    let mut told = resumed.then_some(StreamState::Interrupted);
     loop {
         let mut draw = Vec::new();
         tokio::select! {
             message = stream.next() => match message {
                 Some(Ok(Message::Text(text))) => match ServerFrame::decode(text.as_str()) {
-                    Ok(ServerFrame::Stdout(data)) => draw = hold.received(data.as_bytes()),
+                    Ok(ServerFrame::Stdout(data)) => {
+                        offset += data.as_bytes().len() as u64;
+                        draw = hold.received(data.as_bytes());
+                    }
                     Ok(ServerFrame::Flush { bytes, discard }) => draw = hold.flush(bytes, discard),
-                    Ok(ServerFrame::Exit { code }) => return Ok(code),
-                    Ok(ServerFrame::Status { state, reason, .. }) => {
-                        if state != StreamState::Running {
+                    Ok(ServerFrame::Exit { code }) => return Ok(Ended::Exit(code)),
+                    Ok(ServerFrame::Status { state, reason, offset: at, .. }) => {
+                        if let Some(at) = at {
+                            offset = at;
+                        }
+                        // Said when it is news: anything but the first `running`, and `running`
+                        // again after an interruption (typing reaches the shell again).
+                        if state != StreamState::Running || told.is_some_and(|t| t != StreamState::Running) {
                             eprint!("\r\n[fogshell: session {state:?}{}]\r\n", reason.map(|r| format!(": {r}")).unwrap_or_default());
                         }
+                        told = Some(state);
                     }
                     Ok(ServerFrame::Error { code, message }) => {
                         return Err(format!("the gateway refused: {}: {message}", code.as_str()));
@@ -342,18 +545,14 @@ where
                     Err(error) => return Err(format!("a malformed frame from the gateway: {error}")),
                 },
                 Some(Ok(Message::Close(frame))) => {
-                    return Err(format!("the gateway closed the terminal{}", frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()));
+                    return closed(format!("the gateway closed the terminal{}", frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()), offset);
                 }
                 Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(format!("the terminal connection broke: {error}")),
-                None => return Err("the terminal connection ended".into()),
+                Some(Err(error)) => return closed(format!("the terminal connection broke: {error}"), offset),
+                None => return closed("the terminal connection ended".into(), offset),
             },
-            n = stdin.read(&mut buf), if stdin_open => {
-                let bytes = match n {
-                    // Input ended (a pipe, not a person): end the shell's input too.
-                    Ok(0) | Err(_) => { stdin_open = false; vec![0x04] }
-                    Ok(n) => buf[..n].to_vec(),
-                };
+            typed = keyboard.next(), if keyboard.open => {
+                let Some(bytes) = typed else { continue };
                 hold.sent(&bytes, std::time::Instant::now());
                 let payload = Payload::new(bytes).map_err(|_| "input chunk over the frame cap")?;
                 sink.send(send(ClientFrame::Stdin(payload))).await.map_err(|e| e.to_string())?;

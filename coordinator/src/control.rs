@@ -164,18 +164,38 @@ fn entry(
     }
 }
 
+/// What the control plane is configured with.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The profiles sessions may ask for.
+    pub profiles: Profiles,
+    /// Which images sessions run.
+    pub images: ImagePolicy,
+    /// How placement ranks nodes.
+    pub placement: PlacementPolicy,
+    /// `ws://host:port` or `wss://host:port`: where clients reach the relay.
+    pub public_ws: String,
+    /// How long an attach token opens a terminal.
+    pub attach_token_ttl: Duration,
+}
+
 impl ControlPlane {
-    /// A control plane over `store`, placing on `fleet` and commanding through `links`; its
-    /// images named by `images` and checked by `admission`.
+    /// A control plane over `store`, placing on `fleet`, commanding through `links`, checking
+    /// images with `admission`.
     pub fn new(
         store: Arc<dyn Store>,
         fleet: Arc<Fleet>,
         links: Arc<Links>,
-        profiles: Profiles,
-        (images, admission): (ImagePolicy, Arc<crate::admission::Admission>),
-        placement: PlacementPolicy,
-        public_ws: String,
+        admission: Arc<crate::admission::Admission>,
+        config: ControlConfig,
     ) -> Result<Self, String> {
+        let ControlConfig {
+            profiles,
+            images,
+            placement,
+            public_ws,
+            attach_token_ttl,
+        } = config;
         if !images.default_image.is_pinned() {
             return Err(format!(
                 "the default image {} is not pinned by digest",
@@ -186,7 +206,7 @@ impl ControlPlane {
             store,
             fleet,
             links,
-            attach: Arc::new(AttachTokens::new(crate::auth::attach::DEFAULT_TTL, now())?),
+            attach: Arc::new(AttachTokens::new(attach_token_ttl, now())?),
             profiles,
             images,
             admission,

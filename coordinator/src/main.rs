@@ -163,6 +163,10 @@ struct ServeArgs {
     /// only marks it disconnected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     node_lost_after: std::time::Duration,
+    /// How long an attach token opens a terminal (`60s`; 1s to 1h): at the relay and at the
+    /// nodes' own gateways, which check it offline.
+    #[arg(long, default_value = "60s", value_parser = parse_attach_ttl)]
+    attach_token_ttl: std::time::Duration,
     /// A PEM file of TPM manufacturer CA certificates (issuing intermediates included) that
     /// EK certificates must chain to; repeatable. Without one no node becomes `attested`.
     #[arg(long = "tpm-ca", value_name = "PEM")]
@@ -495,6 +499,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             per_second: args.rate_per_second.max(0.01),
         },
         lost_within: args.node_lost_after,
+        attach_token_ttl: args.attach_token_ttl,
         heartbeat_interval: args.heartbeat_interval,
         client_scope,
         node_cert_lifetime: time::Duration::try_from(args.node_cert_lifetime)
@@ -559,6 +564,15 @@ fn parse_session_ttl(text: &str) -> Result<u32, String> {
         })
 }
 
+/// `--attach-token-ttl`: a duration from a second to an hour.
+fn parse_attach_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&ttl) {
+        return Err("an attach token lives between 1s and 1h".into());
+    }
+    Ok(ttl)
+}
+
 fn shell(args: ShellArgs) -> Result<i32, String> {
     use fogshell_coordinator::client::Client;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
@@ -571,7 +585,8 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
         let request = fogshell_shared::api::CreateSessionRequest {
             profile: args.profile,
             ttl_seconds: args.ttl,
-            placement_hint: None,
+            // Placed by the real path: round trips to the relay and the nodes' gateways.
+            placement_hint: client.measure_gateways(&token).await,
             image_ref: args.image,
         };
         let created = client.create_session(&token, &request).await?;
@@ -582,7 +597,9 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
             created.placement.region,
             created.placement.trust_tier
         );
-        client.attach_here(&created.attach).await
+        client
+            .attach_here(&token, created.session_id, &created.attach)
+            .await
     });
     // A read of the terminal may still be pending on tokio's blocking pool; it must not
     // hold the exit until the user presses a key.

@@ -15,7 +15,7 @@ use crate::api::rate_limit::{RateLimit, RateLimiter};
 use crate::api::{self, AppState};
 use crate::auth::dev_issuer::{self, DevIssuer};
 use crate::auth::oidc::{OidcConfig, OidcVerifier};
-use crate::control::{ControlPlane, Hooks, ImagePolicy, PlacementPolicy};
+use crate::control::{ControlConfig, ControlPlane, Hooks, ImagePolicy, PlacementPolicy};
 use crate::fabric::nodes::Links;
 use crate::fabric::{self, Fabric, enroll::Enrollment};
 use crate::fleet::Fleet;
@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub insecure_registries: Vec<String>,
     /// Logins for private registries: an auth file as `skopeo login --authfile` writes.
     pub registry_auth_file: Option<PathBuf>,
+    /// How long an attach token opens a terminal.
+    pub attach_token_ttl: Duration,
 }
 
 /// A started coordinator.
@@ -255,10 +257,14 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         store,
         Arc::clone(&fleet),
         Arc::clone(&links),
-        config.profiles.clone(),
-        (config.images.clone(), Arc::clone(&admission)),
-        config.placement.clone(),
-        public_ws,
+        Arc::clone(&admission),
+        ControlConfig {
+            profiles: config.profiles.clone(),
+            images: config.images.clone(),
+            placement: config.placement.clone(),
+            public_ws,
+            attach_token_ttl: config.attach_token_ttl,
+        },
     )?);
     let enrollment = Arc::new(Enrollment {
         ca: Arc::clone(&ca),

@@ -141,6 +141,7 @@ pub fn up(args: Up) -> Result<(), String> {
         admission_policy: None,
         insecure_registries: Vec::new(),
         registry_auth_file: None,
+        attach_token_ttl: fogshell_coordinator::auth::attach::DEFAULT_TTL,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;
     runtime.block_on(async move {

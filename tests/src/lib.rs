@@ -14,6 +14,7 @@ pub mod registry;
 pub mod relay;
 pub mod stack;
 pub mod swtpm;
+pub mod tcp_relay;
 pub mod ws;
 
 use std::path::PathBuf;

@@ -64,6 +64,9 @@ pub struct NodeSpec<'a> {
     /// 0 by default: every test node shares this machine's disk, and how full that is says
     /// nothing about the test.
     pub disk_free_min_bytes: u64,
+    /// Runs the node's own edge gateway on loopback, reached by users through a
+    /// [`crate::tcp_relay::TcpDelayRelay`] the test can delay or cut ([`Stack::gateway`]).
+    pub gateway: bool,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -81,6 +84,7 @@ impl<'a> NodeSpec<'a> {
             insecure_registries: Vec::new(),
             registry_auth_file: None,
             disk_free_min_bytes: 0,
+            gateway: false,
         }
     }
 }
@@ -95,6 +99,8 @@ fn pressure_section(disk_free_min_bytes: u64) -> String {
 
 /// What an agent logs once the coordinator welcomed its connection.
 const LINKED: &str = "linked to the coordinator";
+/// What an agent logs once its edge gateway listens.
+const GATEWAY_LISTENING: &str = "edge gateway listening";
 
 /// A running stack.
 #[derive(Debug)]
@@ -113,6 +119,8 @@ pub struct Stack {
     others: Vec<(String, Child)>,
     /// The delay relays in front of some of them.
     relays: Vec<(String, crate::relay::DelayRelay)>,
+    /// The users' paths to the nodes' own gateways.
+    gateways: Vec<(String, crate::tcp_relay::TcpDelayRelay)>,
     /// The nodes in namespaces of their own, and the bridge joining them (made on first use).
     fog_hosts: Vec<(String, crate::netns::FogHost)>,
     bridge: Option<crate::netns::Bridge>,
@@ -121,6 +129,13 @@ pub struct Stack {
     extra: Vec<String>,
     /// The agent runs in this network namespace, reaching the coordinator over a veth.
     net: Option<crate::netns::TestNet>,
+}
+
+/// A loopback address no one listens on now (for a server that must be told its port).
+fn free_loopback_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
 }
 
 fn is_root() -> bool {
@@ -160,6 +175,7 @@ impl Stack {
             agent: None,
             others: Vec::new(),
             relays: Vec::new(),
+            gateways: Vec::new(),
             fog_hosts: Vec::new(),
             bridge: None,
             external_oidc,
@@ -414,6 +430,15 @@ impl Stack {
         for (key, value) in spec.labels {
             config.push_str(&format!("{key} = \"{value}\"\n"));
         }
+        if spec.gateway {
+            let listen = free_loopback_port();
+            let relay = crate::tcp_relay::TcpDelayRelay::start(listen, Duration::ZERO);
+            config.push_str(&format!(
+                "[gateway]\nlisten = \"{listen}\"\nurl = \"ws://{}\"\n",
+                relay.addr
+            ));
+            self.gateways.push((node_id.to_owned(), relay));
+        }
         let config_path = dir.join("agent.toml");
         std::fs::write(&config_path, config).expect("agent config");
         let mut join = self.join_args(node_id, false);
@@ -436,6 +461,15 @@ impl Stack {
         } else {
             self.wait_for(node_id, "connected");
         }
+    }
+
+    /// The user's path to `node_id`'s own gateway (made with [`NodeSpec::gateway`]).
+    pub fn gateway(&self, node_id: &str) -> &crate::tcp_relay::TcpDelayRelay {
+        self.gateways
+            .iter()
+            .find(|(id, _)| id == node_id)
+            .map(|(_, relay)| relay)
+            .unwrap_or_else(|| panic!("{node_id} runs no gateway"))
     }
 
     /// Waits until the log file `name` holds `needle`.
@@ -496,24 +530,10 @@ impl Stack {
     /// agent is linked. (The coordinator may still count the killed agent's connection as
     /// `connected` for up to its idle timeout, so the node's state alone says nothing.)
     pub fn restart_node(&mut self, node_id: &str) {
-        let index = self
-            .others
-            .iter()
-            .position(|(id, _)| id == node_id)
-            .unwrap_or_else(|| panic!("no node {node_id}"));
-        let log = format!("{node_id}.log");
-        let links = |stack: &Self| {
-            std::fs::read_to_string(stack.dir.path().join(&log))
-                .unwrap_or_default()
-                .matches(LINKED)
-                .count()
-        };
-        let before = links(self);
-        let _ = self.others[index].1.kill();
-        let _ = self.others[index].1.wait();
-        self.others[index].1 = self.spawn_node(node_id);
+        let linked_before = self.log_count(node_id, LINKED);
+        self.respawn_node(node_id);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while links(self) <= before {
+        while self.log_count(node_id, LINKED) <= linked_before {
             assert!(
                 Instant::now() < deadline,
                 "the restarted {node_id} did not link within 30 s\n{}",
@@ -522,6 +542,44 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.wait_for(node_id, "connected");
+    }
+
+    /// Kills a node made by [`Stack::add`] (SIGKILL) and starts it again without waiting for
+    /// its link (which may be cut); waits until its edge gateway listens again when it runs
+    /// one.
+    pub fn restart_node_unlinked(&mut self, node_id: &str) {
+        let listening_before = self.log_count(node_id, GATEWAY_LISTENING);
+        self.respawn_node(node_id);
+        if self.gateways.iter().any(|(id, _)| id == node_id) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.log_count(node_id, GATEWAY_LISTENING) <= listening_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "the restarted {node_id}'s gateway did not listen within 30 s\n{}",
+                    self.logs()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// How often `needle` stands in `node_id`'s log.
+    fn log_count(&self, node_id: &str, needle: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join(format!("{node_id}.log")))
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
+    fn respawn_node(&mut self, node_id: &str) {
+        let index = self
+            .others
+            .iter()
+            .position(|(id, _)| id == node_id)
+            .unwrap_or_else(|| panic!("no node {node_id}"));
+        let _ = self.others[index].1.kill();
+        let _ = self.others[index].1.wait();
+        self.others[index].1 = self.spawn_node(node_id);
     }
 
     /// The delay relay in front of a node added with a delay.

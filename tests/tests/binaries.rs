@@ -14,7 +14,7 @@ fn info_reports_the_protocol_this_build_speaks() {
             .unwrap_or_else(|e| panic!("{name} info printed no BuildInfo JSON ({e}): {out:?}"));
         assert_eq!(info.name, name);
         assert_eq!(info.protocol, SUPPORTED_VERSIONS);
-        assert_eq!(info.alpn, "fogshell/1");
+        assert_eq!(info.alpn, "fogshell/2");
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     }
 }
@@ -44,7 +44,7 @@ fn version_names_the_wire_protocol() {
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.starts_with(name), "{text}");
-        assert!(text.contains("wire protocol 1..=1"), "{text}");
+        assert!(text.contains("wire protocol 2..=2"), "{text}");
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use fogshell_shared::node::NodeState;
 use fogshell_shared::api::{GATEWAY_PROBE_PATH, GatewayKind, GatewayView, Page};
+use fogshell_shared::node::NodeState;
 
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};

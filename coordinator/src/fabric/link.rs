@@ -1,4 +1,4 @@
-//! The agent link (ALPN `fogshell/1`): one long-lived control stream per node carrying its
+//! The agent link (ALPN `fogshell/2`): one long-lived control stream per node carrying its
 //! hello, then heartbeats (kept in the [`Fleet`](crate::fleet::Fleet)), events, and the
 //! answers to commands sent through its [`NodeLink`].
 

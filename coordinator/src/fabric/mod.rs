@@ -1,5 +1,5 @@
 //! The coordinator's QUIC endpoint: one UDP port for both the enrollment exchange
-//! (ALPN `fogshell-join/1`, no client certificate) and the agents' link (ALPN `fogshell/1`,
+//! (ALPN `fogshell-join/1`, no client certificate) and the agents' link (ALPN `fogshell/2`,
 //! a node certificate required).
 //!
 //! The server presents a certificate from the coordinator's own CA followed by the CA

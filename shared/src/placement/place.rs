@@ -180,6 +180,9 @@ impl UserPath {
     }
 }
 
+/// How much faster the relay path must measure than a node's own gateway to be preferred.
+const RELAY_MARGIN_US: u64 = 2000;
+
 /// The user's best path to `node`: its own gateway when it has one the client can reach and
 /// that is not slower than the relay, else the coordinator's relay. A client that measured no
 /// gateway at all (an API client that does not probe) is sent to the edge: it is near by
@@ -198,7 +201,9 @@ pub fn user_path(node: &NodeView, hint: Option<&PlacementHint>) -> UserPath {
     match hint.gateway_rtt_ms.get(&node.node_id) {
         Some(ms) => {
             let direct = u64::from(*ms) * 1000;
-            if relayed.is_some_and(|relayed| relayed < direct) {
+            // The relay carries every byte through one more hop than its probe shows, and
+            // probes count whole milliseconds: it must be clearly faster to win.
+            if relayed.is_some_and(|relayed| relayed + RELAY_MARGIN_US < direct) {
                 UserPath::Relayed { rtt_us: relayed }
             } else {
                 UserPath::Direct {
@@ -608,6 +613,19 @@ mod tests {
         assert!(matches!(
             user_path(&nodes[0], Some(&slow)),
             UserPath::Relayed { .. }
+        ));
+
+        // On loopback both measure about nothing: the direct path wins near-ties.
+        let near = PlacementHint {
+            relay_rtt_ms: Some(0),
+            gateway_rtt_ms: [("fog-a".parse().unwrap(), 1)].into(),
+            ..Default::default()
+        };
+        let mut close = nodes[0].clone();
+        close.rtt_us = 300;
+        assert!(matches!(
+            user_path(&close, Some(&near)),
+            UserPath::Direct { .. }
         ));
 
         // Nothing measured: a node with a gateway is reached there; no path reason is given.

@@ -1,0 +1,398 @@
+//! Edge gateways end to end, with the real binaries and real containers: a node serves the
+//! PTY endpoint for its own sessions, so the user's keystrokes do not cross the coordinator.
+//! Direct attach and the relay as fallback (in the API's answer and in `shell`), refusals at
+//! the edge (another node's, another session's, expired and forged tokens), and the edge's
+//! audit records reaching the coordinator's chain exactly once — also when they were made
+//! while the node's link was cut and the agent restarted in between.
+
+use std::time::{Duration, Instant};
+
+use fogshell_e2e::api::Api;
+use fogshell_e2e::stack::{NodeSpec, Stack};
+use fogshell_e2e::ws::Viewer;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn events_of(body: &Value, event_type: &str) -> Vec<Value> {
+    body["items"]
+        .as_array()
+        .expect("a page of events")
+        .iter()
+        .filter(|e| e["event_type"] == event_type)
+        .cloned()
+        .collect()
+}
+
+/// The events of `event_type` recorded by `node`, once `done` holds for them (the edge's
+/// records arrive with the node's next message).
+async fn node_events(
+    api: &Api,
+    token: &str,
+    event_type: &str,
+    node: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = api
+            .get(
+                token,
+                &format!("/v1/events?event_type={event_type}&limit=1000"),
+                "/v1/events",
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let found: Vec<Value> = events_of(&page.body, event_type)
+            .into_iter()
+            .filter(|e| e["actor"]["node_id"] == node)
+            .collect();
+        if done(&found) || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn edge_node<'a>(node_id: &'a str, region: &'a str) -> NodeSpec<'a> {
+    NodeSpec {
+        region,
+        gateway: true,
+        ..NodeSpec::new(node_id)
+    }
+}
+
+async fn create_in(api: &Api, token: &str, region: &str) -> Value {
+    let created = api
+        .create_session_from(
+            token,
+            &json!({"profile": "default", "ttl_seconds": 600,
+                    "placement_hint": {"allowed_regions": [region]}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_attaches_at_its_nodes_gateway_and_the_relay_is_its_fallback() {
+    let mut stack = Stack::coordinator_only(&[]);
+    stack.add(&edge_node("fog-a", "eu-west"));
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let gateway = format!("ws://{}", stack.gateway("fog-a").addr);
+
+    // The gateways a client can time: the relay first, then fog-a's own.
+    let listed = api.get(&alice, "/v1/gateways", "/v1/gateways").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let items = listed.body["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{}", listed.body);
+    assert_eq!(items[0]["kind"], "relay");
+    assert_eq!(
+        (items[1]["kind"].clone(), items[1]["node_id"].clone()),
+        (json!("node"), json!("fog-a"))
+    );
+    assert_eq!(items[1]["ws_url"], gateway.as_str());
+    for item in &items {
+        let probe = reqwest::get(item["probe_url"].as_str().unwrap())
+            .await
+            .expect("a probe answers");
+        assert_eq!(probe.status(), 204, "{item}");
+        assert_eq!(
+            probe.headers()["access-control-allow-origin"],
+            "*",
+            "a browser may time it"
+        );
+    }
+
+    // Measured: fog-a's gateway is the user's best path.
+    let created = api
+        .create_session_from(
+            &alice,
+            &json!({"profile": "default", "ttl_seconds": 600,
+                    "placement_hint": {"relay_rtt_ms": 40, "gateway_rtt_ms": {"fog-a": 5}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let body = created.body;
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    let reasons = body["placement"]["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&json!("USER_PATH_DIRECT")), "{reasons:?}");
+    let pty = format!("/v1/sessions/{id}/pty");
+    assert_eq!(body["attach"]["ws_url"], format!("{gateway}{pty}"));
+    let relay = body["attach"]["fallback_ws_url"].as_str().unwrap();
+    assert_eq!(
+        relay,
+        format!("{}{pty}", stack.api.replacen("http", "ws", 1))
+    );
+
+    // Straight to the node: same frames as the relay's.
+    let mut direct = Viewer::attach(&body["attach"]).await;
+    let running = direct.expect_status("running", WAIT).await;
+    assert_eq!(running["placement"]["node_id"], "fog-a");
+    direct.type_bytes(b"echo \"dir\"\"ect\"\n").await;
+    direct.expect_output("direct", WAIT).await;
+
+    // The same token opens the relay; both viewers share the terminal.
+    let token = body["attach"]["token"].as_str().unwrap();
+    let mut relayed = Viewer::connect(relay, token, 80, 24)
+        .await
+        .unwrap_or_else(|r| panic!("the relay refused: {} {}", r.status, r.body));
+    relayed.expect_output("direct", WAIT).await;
+    relayed.type_bytes(b"echo \"rel\"\"ayed\"\n").await;
+    direct.expect_output("relayed", WAIT).await;
+
+    // The direct attach is in the coordinator's chain, once, recorded by the node.
+    let attached = node_events(&api, &alice, "session.attached", "fog-a", |found| {
+        !found.is_empty()
+    })
+    .await;
+    assert_eq!(attached.len(), 1, "{attached:?}");
+    assert_eq!(attached[0]["details"]["session_id"], id.as_str());
+    assert_eq!(attached[0]["tenant"], "org-a");
+
+    // The user's path to fog-a's gateway is cut: `shell` times the gateways, finds that one
+    // unreachable, and is placed and attached through the relay — still on fog-a.
+    stack.gateway("fog-a").cut();
+    let started = Instant::now();
+    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["shell", "--url", &stack.api, "--token", &alice])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting shell");
+    {
+        use std::io::Write as _;
+        let mut stdin = shell.stdin.take().unwrap();
+        stdin.write_all(b"echo \"fall\"\"back\"; exit 3\n").unwrap();
+    }
+    let out = shell.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{stderr}\n{}",
+        stack.logs()
+    );
+    assert!(stdout.contains("fallback"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("on fog-a"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "fell back in {:?}",
+        started.elapsed()
+    );
+    let sessions = api.get(&alice, "/v1/sessions", "/v1/sessions").await;
+    let latest = sessions.body["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let reasons = latest["placement"]["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&json!("USER_PATH_RELAYED")), "{latest}");
+    stack.gateway("fog-a").restore();
+    stack.verify_audit();
+}
+
+/// Collects what a child writes on a pipe, for a test to wait on.
+fn collect(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    text
+}
+
+fn wait_for_text(text: &std::sync::Mutex<String>, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !text.lock().unwrap().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {:?}",
+            text.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_continues_through_the_relay_when_the_gateway_goes_away() {
+    use std::io::Write as _;
+    let mut stack = Stack::coordinator_only(&[]);
+    stack.add(&edge_node("fog-a", "eu-west"));
+    let alice = stack.issuer.token("alice", "org-a");
+    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["shell", "--url", &stack.api, "--token", &alice])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting shell");
+    let mut stdin = shell.stdin.take().unwrap();
+    let stdout = collect(shell.stdout.take().unwrap());
+    let stderr = collect(shell.stderr.take().unwrap());
+    stdin.write_all(b"echo \"be\"\"fore\"\n").unwrap();
+    wait_for_text(&stdout, "before");
+
+    // The agent restarts: its gateway goes with it (the shell lives on in its shim). The
+    // client moves to the relay, which reaches the same shell once the node is back.
+    stack.restart_node("fog-a");
+    wait_for_text(&stderr, "continuing through the coordinator");
+    // The relay may first reach the killed agent's link, which the coordinator has not yet
+    // seen die; it says when the shell takes input again.
+    wait_for_text(&stderr, "session Running");
+    stdin.write_all(b"echo \"af\"\"ter\"; exit 4\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = shell.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = shell.kill();
+            panic!(
+                "shell did not exit\n{}\n{}\n{}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap(),
+                stack.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (
+        stdout.lock().unwrap().clone(),
+        stderr.lock().unwrap().clone(),
+    );
+    assert_eq!(status.code(), Some(4), "{out}\n{err}\n{}", stack.logs());
+    assert!(out.contains("after"), "{out}");
+    assert_eq!(out.matches("before").count(), 1, "nothing repeated: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_refuses_other_nodes_other_sessions_expired_and_forged_tokens() {
+    const TTL: Duration = Duration::from_secs(8);
+    let mut stack = Stack::coordinator_only(&["--attach-token-ttl", "8s"]);
+    // fog-a's link to the coordinator goes through a relay the test cuts: its gateway keeps
+    // checking tokens offline and keeps what it records until the link is back.
+    stack.add(&NodeSpec {
+        delay: Some(Duration::ZERO),
+        ..edge_node("fog-a", "eu-west")
+    });
+    stack.add(&edge_node("fog-b", "us-east"));
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+
+    let a = create_in(&api, &alice, "eu-west").await;
+    let a2 = create_in(&api, &alice, "eu-west").await;
+    let b = create_in(&api, &alice, "us-east").await;
+    // Every token above has expired by then.
+    let all_expired = Instant::now() + TTL + Duration::from_millis(500);
+    assert_eq!(a["placement"]["node_id"], "fog-a");
+    assert_eq!(b["placement"]["node_id"], "fog-b");
+    let token = |s: &Value| s["attach"]["token"].as_str().unwrap().to_owned();
+    let id = |s: &Value| s["session_id"].as_str().unwrap().to_owned();
+    let fog_a_gateway = stack.gateway("fog-a").addr;
+    let at_fog_a = |session: &str| format!("ws://{fog_a_gateway}/v1/sessions/{session}/pty");
+
+    let refused = |url: String, token: String| async move {
+        match Viewer::connect(&url, &token, 80, 24).await {
+            Ok(_) => panic!("{url} took a token it must refuse"),
+            Err(refused) => refused,
+        }
+    };
+    let expect = |refused: fogshell_e2e::ws::Refused, rule: &str| {
+        assert_eq!(refused.status, 401, "{rule}: {}", refused.body);
+        assert_eq!(refused.body["code"], "ECS_UNAUTHENTICATED", "{rule}");
+        assert!(
+            refused.body["evidence_pointer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("edge:fog-a/")),
+            "{rule}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body["message"].as_str().is_some(),
+            "{}",
+            refused.body
+        );
+    };
+
+    // Another node's session, with its own valid token.
+    expect(refused(at_fog_a(&id(&b)), token(&b)).await, "wrong node");
+    // Another session's token.
+    expect(
+        refused(at_fog_a(&id(&a2)), token(&a)).await,
+        "wrong session",
+    );
+    // A forged signature.
+    let mut forged = token(&a);
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    expect(refused(at_fog_a(&id(&a)), forged).await, "forged");
+    // The right token, at the right node, opens it.
+    let mut viewer = Viewer::connect(&at_fog_a(&id(&a)), &token(&a), 80, 24)
+        .await
+        .unwrap_or_else(|r| panic!("refused: {} {}", r.status, r.body));
+    viewer.expect_status("running", WAIT).await;
+    drop(viewer);
+    // An attach token is no API credential, at the coordinator either.
+    let as_bearer = api.get(&token(&a), "/v1/sessions", "/v1/sessions").await;
+    assert_eq!(as_bearer.status, 401, "{}", as_bearer.body);
+
+    // With fog-a cut off from the coordinator (and its agent restarted meanwhile), the
+    // gateway still checks tokens — expired now — and keeps the refusal for later.
+    stack.relay("fog-a").expect("fog-a's link relay").cut();
+    tokio::time::sleep_until(all_expired.into()).await;
+    expect(refused(at_fog_a(&id(&a)), token(&a)).await, "expired");
+    stack.restart_node_unlinked("fog-a");
+    expect(
+        refused(at_fog_a(&id(&a2)), token(&a2)).await,
+        "expired, after a restart",
+    );
+    stack.relay("fog-a").expect("fog-a's link relay").restore();
+
+    let rules = [
+        "auth.attach_token_wrong_node",
+        "auth.attach_token_wrong_session",
+        "auth.attach_token_invalid",
+        "auth.attach_token_expired",
+        "auth.attach_token_expired",
+    ];
+    let denied = node_events(&api, &alice, "policy.denied", "fog-a", |found| {
+        found.len() >= rules.len()
+    })
+    .await;
+    let got: Vec<&str> = denied
+        .iter()
+        .map(|e| e["details"]["rule_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        got,
+        rules,
+        "each refusal once, in the node's order\n{}",
+        stack.logs()
+    );
+    for event in &denied {
+        assert_eq!(event["outcome"], "denied");
+        assert_eq!(event["tenant"], "org-a");
+    }
+    // Nothing arrives twice later (a resend after the restart is skipped).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = node_events(&api, &alice, "policy.denied", "fog-a", |_| true).await;
+    assert_eq!(again.len(), rules.len(), "{again:?}");
+    stack.verify_audit();
+}
