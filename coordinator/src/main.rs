@@ -61,6 +61,10 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Issue a TLS certificate from the coordinator's CA for a node's edge gateway (clients
+    /// that trust the CA — `shell --ca`, a managed browser — then trust the gateway): writes
+    /// `gateway.crt` (with the CA) and `gateway.key` for the agent's `[gateway]` section.
+    GatewayCert(GatewayCertArgs),
     /// TPM attestation: reference PCR values, pinned keys.
     #[command(subcommand)]
     Attestation(AttestationCommand),
@@ -255,6 +259,24 @@ struct ShellArgs {
     image: Option<ImageRef>,
 }
 
+#[derive(Debug, clap::Args)]
+struct GatewayCertArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// The node whose gateway it is.
+    #[arg(long)]
+    node: fogshell_shared::NodeId,
+    /// A DNS name or IP address users reach the gateway by; repeatable.
+    #[arg(long = "name", required = true)]
+    names: Vec<String>,
+    /// Where to write gateway.crt and gateway.key.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// How long it is valid.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    valid_for: std::time::Duration,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum AuditCommand {
     /// Recompute the audit chain's hashes from the first event to the last.
@@ -346,6 +368,7 @@ fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Audit(AuditCommand::Verify { data }) => verify_audit(&data.data_dir),
+        Command::GatewayCert(args) => gateway_cert(&args),
         Command::Login { url, ca } => login(&url, ca.as_deref()),
     };
     match result {
@@ -364,6 +387,43 @@ fn ensure_data_dir(data_dir: &std::path::Path) -> Result<(), String> {
         .mode(0o700)
         .create(data_dir)
         .map_err(|e| format!("creating {}: {e}", data_dir.display()))
+}
+
+/// `fogshell-coordinator gateway-cert`.
+fn gateway_cert(args: &GatewayCertArgs) -> Result<(), String> {
+    use fogshell_shared::files::{Durability, write_atomically};
+    ensure_data_dir(&args.data.data_dir)?;
+    let ca = CertificateAuthority::load_or_create(&args.data.data_dir, now().0)
+        .map_err(|e| e.to_string())?;
+    let validity = time::Duration::try_from(args.valid_for).map_err(|e| e.to_string())?;
+    let (cert_der, key_der) = ca
+        .issue_gateway_certificate(&args.node, &args.names, validity, now().0)
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| format!("{}: {e}", args.out_dir.display()))?;
+    let chain = format!(
+        "{}{}",
+        pem::encode(&pem::Pem::new("CERTIFICATE", cert_der)),
+        ca.cert_pem()
+    );
+    let key = pem::encode(&pem::Pem::new("PRIVATE KEY", key_der));
+    let (cert_path, key_path) = (
+        args.out_dir.join("gateway.crt"),
+        args.out_dir.join("gateway.key"),
+    );
+    write_atomically(&cert_path, chain.as_bytes(), 0o644, Durability::Synced)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    write_atomically(&key_path, key.as_bytes(), 0o600, Durability::Synced)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    tracing::info!(node_id = %args.node, names = ?args.names, "gateway certificate issued");
+    println!("certificate: {}", cert_path.display());
+    println!("key:         {}", key_path.display());
+    println!("names:       {}", args.names.join(", "));
+    println!(
+        "valid for:   {}",
+        humantime::format_duration(args.valid_for)
+    );
+    Ok(())
 }
 
 fn init(data_dir: &std::path::Path) -> Result<(), String> {

@@ -220,12 +220,34 @@ impl CertificateAuthority {
         validity: time::Duration,
         now: time::OffsetDateTime,
     ) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+        self.issue_tls_server("fogshell coordinator", names, validity, now)
+    }
+
+    /// A certificate for a node's edge gateway (`fogshell-coordinator gateway-cert`), for the
+    /// `names` users reach it by, with a fresh key. Returns (certificate DER, private key DER).
+    pub fn issue_gateway_certificate(
+        &self,
+        node: &NodeId,
+        names: &[String],
+        validity: time::Duration,
+        now: time::OffsetDateTime,
+    ) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+        self.issue_tls_server(&format!("fogshell gateway {node}"), names, validity, now)
+    }
+
+    fn issue_tls_server(
+        &self,
+        common_name: &str,
+        names: &[String],
+        validity: time::Duration,
+        now: time::OffsetDateTime,
+    ) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
         let key = KeyPair::generate().map_err(cert_err("generating a server key"))?;
         let mut params =
             CertificateParams::new(names.to_vec()).map_err(cert_err("the server's names"))?;
         params
             .distinguished_name
-            .push(DnType::CommonName, "fogshell coordinator");
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -67,6 +67,9 @@ pub struct NodeSpec<'a> {
     /// Runs the node's own edge gateway on loopback, reached by users through a
     /// [`crate::tcp_relay::TcpDelayRelay`] the test can delay or cut ([`Stack::gateway`]).
     pub gateway: bool,
+    /// The gateway serves TLS with a certificate `fogshell-coordinator gateway-cert` issued
+    /// from the coordinator's CA for 127.0.0.1 (clients trust `<data dir>/pki/ca.crt`).
+    pub gateway_tls: bool,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -85,6 +88,7 @@ impl<'a> NodeSpec<'a> {
             registry_auth_file: None,
             disk_free_min_bytes: 0,
             gateway: false,
+            gateway_tls: false,
         }
     }
 }
@@ -433,10 +437,33 @@ impl Stack {
         if spec.gateway {
             let listen = free_loopback_port();
             let relay = crate::tcp_relay::TcpDelayRelay::start(listen, Duration::ZERO);
+            let scheme = if spec.gateway_tls { "wss" } else { "ws" };
             config.push_str(&format!(
-                "[gateway]\nlisten = \"{listen}\"\nurl = \"ws://{}\"\n",
+                "[gateway]\nlisten = \"{listen}\"\nurl = \"{scheme}://{}\"\n",
                 relay.addr
             ));
+            if spec.gateway_tls {
+                let issued = crate::run(
+                    "fogshell-coordinator",
+                    &[
+                        "gateway-cert",
+                        "--data-dir",
+                        &self.data_dir().display().to_string(),
+                        "--node",
+                        node_id,
+                        "--name",
+                        "127.0.0.1",
+                        "--out-dir",
+                        &dir.display().to_string(),
+                    ],
+                );
+                assert!(issued.status.success(), "gateway-cert: {issued:?}");
+                config.push_str(&format!(
+                    "tls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+                    dir.join("gateway.crt").display(),
+                    dir.join("gateway.key").display()
+                ));
+            }
             self.gateways.push((node_id.to_owned(), relay));
         }
         let config_path = dir.join("agent.toml");

@@ -198,6 +198,59 @@ async fn a_terminal_attaches_at_its_nodes_gateway_and_the_relay_is_its_fallback(
     stack.verify_audit();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_serves_tls_with_a_certificate_from_the_coordinators_ca() {
+    let mut stack = Stack::coordinator_only(&[]);
+    stack.add(&NodeSpec {
+        gateway_tls: true,
+        ..edge_node("fog-a", "eu-west")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let listed = api.get(&alice, "/v1/gateways", "/v1/gateways").await;
+    let gateway = &listed.body["items"][1];
+    assert!(
+        gateway["ws_url"].as_str().unwrap().starts_with("wss://"),
+        "{gateway}"
+    );
+    // `shell`, trusting the coordinator's CA, reaches the gateway over TLS, directly.
+    let ca = stack.data_dir().join("pki/ca.crt");
+    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["shell", "--url", &stack.api, "--token", &alice, "--ca"])
+        .arg(&ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting shell");
+    {
+        use std::io::Write as _;
+        let mut stdin = shell.stdin.take().unwrap();
+        stdin.write_all(b"echo \"t\"\"ls\"; exit 5\n").unwrap();
+    }
+    let out = shell.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{stdout}\n{stderr}\n{}",
+        stack.logs()
+    );
+    assert!(stdout.contains("tls"), "{stdout}");
+    assert!(
+        !stderr.contains("continuing through the coordinator"),
+        "{stderr}"
+    );
+    let attached = node_events(&api, &alice, "session.attached", "fog-a", |found| {
+        !found.is_empty()
+    })
+    .await;
+    assert_eq!(attached.len(), 1, "attached at the edge: {attached:?}");
+}
+
 /// Collects what a child writes on a pipe, for a test to wait on.
 fn collect(
     mut pipe: impl std::io::Read + Send + 'static,
