@@ -26,6 +26,7 @@ apt_packages=(
   swtpm        # software TPMs for the attestation tests
   swtpm-tools  # swtpm_setup manufactures them, with EK certificates from a test CA
   tpm2-tools   # tpm2_pcrextend: the attestation tests change a PCR as a new boot chain would
+  websocketd   # the edge latency bench's floor: a bare terminal server on the fog node
 )
 
 if $run_only; then

@@ -70,6 +70,9 @@ pub struct NodeSpec<'a> {
     /// The gateway serves TLS with a certificate `fogshell-coordinator gateway-cert` issued
     /// from the coordinator's CA for 127.0.0.1 (clients trust `<data dir>/pki/ca.crt`).
     pub gateway_tls: bool,
+    /// Delay each way on the user's path to the gateway (through its
+    /// [`crate::tcp_relay::TcpDelayRelay`]).
+    pub gateway_delay: Duration,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -89,6 +92,7 @@ impl<'a> NodeSpec<'a> {
             disk_free_min_bytes: 0,
             gateway: false,
             gateway_tls: false,
+            gateway_delay: Duration::ZERO,
         }
     }
 }
@@ -435,8 +439,16 @@ impl Stack {
             config.push_str(&format!("{key} = \"{value}\"\n"));
         }
         if spec.gateway {
-            let listen = free_loopback_port();
-            let relay = crate::tcp_relay::TcpDelayRelay::start(listen, Duration::ZERO);
+            // A node in a namespace listens on its own address (TLS: it is off loopback).
+            let listen = match spec.netns {
+                true => {
+                    assert!(spec.gateway_tls, "a gateway off loopback needs TLS");
+                    let host = self.fog_host(node_id).expect("the node's namespace");
+                    format!("{}:8444", host.ip).parse().expect("an address")
+                }
+                false => free_loopback_port(),
+            };
+            let relay = crate::tcp_relay::TcpDelayRelay::start(listen, spec.gateway_delay);
             let scheme = if spec.gateway_tls { "wss" } else { "ws" };
             config.push_str(&format!(
                 "[gateway]\nlisten = \"{listen}\"\nurl = \"{scheme}://{}\"\n",
