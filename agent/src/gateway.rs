@@ -241,6 +241,12 @@ async fn attach<N: LocalNode>(
 struct Direct;
 
 impl Backend for Direct {
+    /// The node knows where it runs, not the reasons the control plane chose it: its
+    /// `running` frames leave the placement to the one the attach answer gave.
+    fn announces_placement(&self) -> bool {
+        false
+    }
+
     async fn moved_away(&mut self, _node: &NodeId) -> Option<Change> {
         std::future::pending().await
     }

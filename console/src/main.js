@@ -275,6 +275,8 @@ class TerminalView {
     this.finished = false;
     this.retries = 0;
     this.offset = null;
+    // Once the node's own gateway failed this session, its terminal goes through the relay.
+    this.relayOnly = false;
     $("terminal-section").hidden = false;
     $("terminal-session").textContent = sessionId;
     this.term.reset();
@@ -285,7 +287,10 @@ class TerminalView {
 
   connect(attach, reconnecting, placement) {
     setStatus("connecting", statusText({ state: "connecting", placement }));
-    const url = new URL(attach.ws_url);
+    // The best path first: the node's own gateway when the answer names one, the relay as
+    // its fallback (the same token opens both).
+    const direct = Boolean(attach.fallback_ws_url) && !this.relayOnly;
+    const url = new URL(direct ? attach.ws_url : (attach.fallback_ws_url ?? attach.ws_url));
     url.searchParams.set("token", attach.token);
     url.searchParams.set("cols", String(this.term.cols));
     url.searchParams.set("rows", String(this.term.rows));
@@ -293,6 +298,18 @@ class TerminalView {
     if (resumeAt !== null) url.searchParams.set("from_offset", String(resumeAt));
     const ws = new WebSocket(url);
     this.ws = ws;
+    $("terminal").dataset.path = direct ? "direct" : "relay";
+    // A gateway that does not answer within a second is given up for the relay.
+    const giveUp = direct
+      ? setTimeout(() => {
+          if (this.ws !== ws || ws.readyState === WebSocket.OPEN) return;
+          this.relayOnly = true;
+          this.ws = null;
+          ws.close();
+          this.connect(attach, reconnecting, placement);
+        }, DIRECT_TIMEOUT_MS)
+      : null;
+    ws.onopen = () => clearTimeout(giveUp);
     // Flow control: acknowledge output once xterm.js has drawn it, so a flood (`yes`) runs
     // only a small window ahead of the screen and Ctrl-C stops it at once.
     let consumed = 0;
@@ -405,6 +422,7 @@ class TerminalView {
       }
     };
     ws.onclose = () => {
+      clearTimeout(giveUp);
       // What was held for an answer that cannot come now is drawn (the reconnect resumes
       // after it).
       if (this.ws === ws) {
@@ -412,6 +430,9 @@ class TerminalView {
         drawHeld();
       }
       if (this.ws !== ws || this.finished || this.sessionId === null) return;
+      // A node's gateway that dropped the terminal (or sent it away, 1001) is not tried
+      // again for this session: the relay reaches the shell wherever it is.
+      if (direct) this.relayOnly = true;
       this.reconnect();
     };
   }
@@ -466,12 +487,61 @@ async function loadProfiles() {
   select.value = items.some((p) => p.name === "default") ? "default" : items[0]?.name;
 }
 
+// How long a gateway probe may take, and how long a node's own gateway gets to open a
+// terminal before the console goes to the coordinator's relay.
+const PROBE_TIMEOUT_MS = 1000;
+const DIRECT_TIMEOUT_MS = 1000;
+
+// Times one round trip to a gateway's probe (the first request opens the connection).
+async function probe(url) {
+  const once = async () => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
+    try {
+      const response = await fetch(url, { cache: "no-store", signal: abort.signal });
+      return response.ok;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  try {
+    if (!(await once())) return null;
+    const started = performance.now();
+    if (!(await once())) return null;
+    return Math.round(performance.now() - started);
+  } catch {
+    return null;
+  }
+}
+
+// The user's real paths, for placement: the round trip to the coordinator's relay and to
+// each node's own gateway this browser can reach (as Coder's clients time workspace proxies).
+async function measureGateways() {
+  try {
+    const { items } = await api("GET", "/v1/gateways");
+    const timed = await Promise.all(items.map(async (g) => [g, await probe(g.probe_url)]));
+    const hint = {};
+    for (const [gateway, ms] of timed) {
+      if (ms === null) continue;
+      if (gateway.kind === "relay") hint.relay_rtt_ms = ms;
+      else if (gateway.node_id) (hint.gateway_rtt_ms ??= {})[gateway.node_id] = ms;
+    }
+    return Object.keys(hint).length > 0 ? hint : undefined;
+  } catch (error) {
+    if (error instanceof LoginNeeded) throw error;
+    return undefined;
+  }
+}
+
 async function createSession(event) {
   event.preventDefault();
+  setStatus("connecting", "Measuring the way to your terminal…");
+  const placement_hint = await measureGateways();
   setStatus("connecting", "Placing the session…");
   const created = await api("POST", "/v1/sessions", {
     profile: $("profile").value,
     ttl_seconds: Number($("ttl").value),
+    ...(placement_hint ? { placement_hint } : {}),
   });
   showPlacement(created.placement);
   terminalView.attach(created.session_id, created.attach, created.placement);

@@ -7,6 +7,8 @@
 //   CONSOLE_URL      http://127.0.0.1:PORT/console/
 //   OIDC_LOGIN       the test user's login and password, `login:password`
 //   SCREENSHOT       where to save a screenshot of the console with a live terminal
+//   EDGE_GATEWAY     set when the node runs its own gateway: the terminal must reach it
+//                    directly, then fall back to the coordinator's relay when it is cut
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
@@ -18,6 +20,7 @@ const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-cor
 const consoleUrl = process.env.CONSOLE_URL;
 const [login, password] = (process.env.OIDC_LOGIN ?? "alice:wonderland").split(":");
 const screenshot = process.env.SCREENSHOT;
+const edge = Boolean(process.env.EDGE_GATEWAY);
 const TIMEOUT = 20_000;
 
 function step(text) {
@@ -98,6 +101,15 @@ try {
   await waitForStatus("running");
   check((await page.textContent("#placement-node")).length > 0, "no placement shown");
   check((await page.textContent("#placement-reasons")).includes("FOG_LOWEST_LATENCY"), "no reason codes shown");
+  const path = () => page.evaluate(() => document.querySelector("#terminal")?.dataset.path);
+  if (edge) {
+    step("the terminal reaches the node's own gateway, chosen by the measured path");
+    check((await path()) === "direct", `the terminal went ${await path()}, not to the node's gateway`);
+    check(
+      (await page.textContent("#placement-reasons")).includes("USER_PATH_DIRECT"),
+      "placement did not rank by the measured path",
+    );
+  }
 
   step("no serious accessibility violations (axe-core, WCAG 2 A and AA)");
   await page.evaluate(axeSource);
@@ -134,7 +146,7 @@ try {
   check(narrow.rows === narrow.shownRows, `stty says ${narrow.rows} rows, the terminal shows ${narrow.shownRows}`);
   check(narrow.cols < wide.cols && narrow.rows < wide.rows, `stty did not follow: ${JSON.stringify({ wide, narrow })}`);
 
-  step("drop the WebSocket and see the reconnect keep the shell");
+  step(edge ? "cut the node's gateway: the console falls back to the relay, same shell" : "drop the WebSocket and see the reconnect keep the shell");
   check(sockets.length === 1, `expected one terminal socket, saw ${sockets.length}`);
   await sockets[0].close({ code: 1006, reason: "network lost" }).catch(() => sockets[0].close());
   await page.waitForFunction(() => document.querySelector("#status")?.textContent.includes("reconnecting"));
@@ -143,6 +155,7 @@ try {
   await page.locator("#terminal").click();
   await page.keyboard.type('echo "again $MARK"\n');
   await waitForOutput("again same-shell");
+  if (edge) check((await path()) === "relay", `after the cut the terminal went ${await path()}, not to the relay`);
 
   step("Ctrl-C stops a flood at once: what it made stale is not drawn");
   await page.keyboard.type("yes\n");

@@ -83,8 +83,9 @@ pub struct Change {
 pub struct Announcement {
     /// `running` (the same shell) or `resumed` (a new one after a failover).
     pub state: StreamState,
-    /// Where the terminal's session runs.
-    pub placement: Placement,
+    /// Where the terminal's session runs, when the gateway knows it as the control plane
+    /// decided it (a node's own gateway does not).
+    pub placement: Option<Placement>,
     /// Why, when there is news.
     pub reason: Option<String>,
 }
@@ -93,7 +94,7 @@ impl Announcement {
     fn frame(self, offset: Option<u64>) -> Message {
         text(&ServerFrame::Status {
             state: self.state,
-            placement: Some(self.placement),
+            placement: self.placement,
             reason: self.reason,
             offset,
         })
@@ -127,6 +128,11 @@ pub trait Backend: Send {
         first: Option<Change>,
         offset: u64,
     ) -> impl Future<Output = Rebound> + Send;
+    /// Whether `running` frames name the placement (only a gateway that knows it as the
+    /// control plane decided it says so).
+    fn announces_placement(&self) -> bool {
+        true
+    }
 }
 
 /// The viewer's outgoing queue, for a [`Backend`] to tell it things.
@@ -332,7 +338,7 @@ pub async fn relay<B: Backend>(
         let mut placement = placement;
         let mut announce = Some(Announcement {
             state: StreamState::Running,
-            placement: placement.clone(),
+            placement: backend.announces_placement().then(|| placement.clone()),
             reason: None,
         });
         let mut recv = recv;
@@ -366,11 +372,13 @@ pub async fn relay<B: Backend>(
                 Rebound::Over => return,
                 Rebound::Terminal(bound) => {
                     let (terminal, announcement) = *bound;
-                    if announcement.placement.node_id != node {
-                        offset = 0;
+                    if let Some(next) = &announcement.placement {
+                        if next.node_id != node {
+                            offset = 0;
+                        }
+                        tracing::info!(node_id = %next.node_id, "viewer re-bound");
+                        placement = next.clone();
                     }
-                    tracing::info!(node_id = %announcement.placement.node_id, "viewer re-bound");
-                    placement = announcement.placement.clone();
                     announce = Some(announcement);
                     *input.lock().await = Some(terminal.send);
                     recv = terminal.recv;

@@ -1,8 +1,9 @@
 //! The browser console end to end: a real OpenID provider (`oidc-provider` from npm, with a
 //! test user, on loopback), a coordinator that trusts it, a node with containers, and
 //! Playwright driving Debian's headless Chromium through `console/test/console.test.mjs`:
-//! login with authorization code + PKCE, create, type, resize, drop the WebSocket, terminate,
-//! log out. The screenshot it takes of a live terminal lands in `target/tmp/console.png`
+//! login with authorization code + PKCE, create (placed by the round trips the page measured,
+//! the terminal straight to the node's own gateway), type, resize, drop the WebSocket (the
+//! console continues through the coordinator's relay), terminate, log out. The screenshot it takes of a live terminal lands in `target/tmp/console.png`
 //! (`docs/console.png` is a copy of one; a test run leaves the work tree as it was).
 //!
 //! Needs `npm ci` and `npm run build` in `console/` (scripts/test.sh does both before the
@@ -12,7 +13,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use fogshell_e2e::stack::Stack;
+use fogshell_e2e::stack::{NodeSpec, Stack};
 
 /// The audience the provider puts in access tokens (a resource indicator is a URI).
 const AUDIENCE: &str = "urn:fogshell";
@@ -72,7 +73,12 @@ fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
     let console_url = format!("http://127.0.0.1:{port}/console/");
     let (_provider, issuer) = start_provider(&console_url);
     let mut stack = Stack::coordinator_for_issuer(&issuer, AUDIENCE, &format!("127.0.0.1:{port}"));
-    stack.add_node("fog-a", "unattested", "eu-west");
+    // fog-a runs its own gateway: the page must reach it directly (its content security
+    // policy names it), then fall back to the relay.
+    stack.add(&NodeSpec {
+        gateway: true,
+        ..NodeSpec::new("fog-a")
+    });
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -81,6 +87,7 @@ fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
         .env("CONSOLE_URL", &console_url)
         .env("OIDC_LOGIN", "alice:wonderland")
         .env("SCREENSHOT", &screenshot)
+        .env("EDGE_GATEWAY", "1")
         .output()
         .expect("node");
     let output = format!(

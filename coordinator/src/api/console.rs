@@ -2,11 +2,15 @@
 //! (`coordinator/build.rs` takes `console/dist`). The page is static; everything it shows
 //! comes from the API it calls with the user's token.
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+
+use super::AppState;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/console_files.rs"));
@@ -44,18 +48,32 @@ fn origin(url: &str) -> &str {
     &url[..scheme.len() + 3 + host_len]
 }
 
-/// The console's routes. `issuer` is the OIDC issuer's URL: the page may send its token
-/// request there and nowhere else off its own origin.
-pub(super) fn routes<S: Clone + Send + Sync + 'static>(issuer: &str) -> Router<S> {
+/// The page's content security policy: it may talk to its own origin, send its token request
+/// to the issuer, and reach the nodes' own gateways (`wss://` for terminals, `https://` for
+/// their round-trip probes) — the ones connected when the page loads.
+fn policy(issuer: &str, gateways: &[String]) -> HeaderValue {
+    let mut connect = vec!["'self'".to_owned(), origin(issuer).to_owned()];
+    for gateway in gateways {
+        let gateway = origin(gateway);
+        connect.push(gateway.to_owned());
+        if let Some(rest) = gateway.strip_prefix("wss://") {
+            connect.push(format!("https://{rest}"));
+        } else if let Some(rest) = gateway.strip_prefix("ws://") {
+            connect.push(format!("http://{rest}"));
+        }
+    }
     let policy = format!(
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-         connect-src 'self' {issuer}; img-src 'self' data:; frame-ancestors 'none'; \
+         connect-src {}; img-src 'self' data:; frame-ancestors 'none'; \
          base-uri 'none'; form-action 'self' {issuer}",
+        connect.join(" "),
         issuer = origin(issuer)
     );
-    let policy =
-        HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'self'"));
-    let page_policy = policy.clone();
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'self'"))
+}
+
+/// The console's routes.
+pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/console",
@@ -63,9 +81,15 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(issuer: &str) -> Router<S
         )
         .route(
             "/console/",
-            get(move || {
-                let policy = page_policy.clone();
-                async move { page(policy) }
+            get(|State(state): State<Arc<AppState>>| async move {
+                let gateways: Vec<String> = state
+                    .control
+                    .fleet()
+                    .views()
+                    .into_iter()
+                    .filter_map(|node| node.gateway_url)
+                    .collect();
+                page(policy(state.verifier.issuer(), &gateways))
             }),
         )
         .route("/console/assets/{name}", get(asset))
@@ -123,6 +147,22 @@ async fn asset(Path(name): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_names_the_gateways_terminals_and_probes() {
+        let policy = policy(
+            "https://login.example.org/realms/acme",
+            &["wss://fog-a.example.org:8444".into(), "ws://127.0.0.1:9".into()],
+        );
+        let policy = policy.to_str().unwrap();
+        assert!(
+            policy.contains(
+                "connect-src 'self' https://login.example.org wss://fog-a.example.org:8444 \
+                 https://fog-a.example.org:8444 ws://127.0.0.1:9 http://127.0.0.1:9;"
+            ),
+            "{policy}"
+        );
+    }
 
     #[test]
     fn origins_drop_the_path() {

@@ -204,7 +204,7 @@ impl Backend for Attached {
                             };
                             let announcement = Announcement {
                                 state,
-                                placement: session.placement.clone(),
+                                placement: Some(session.placement.clone()),
                                 reason,
                             };
                             self.session = session;
