@@ -6,16 +6,23 @@
 //! the coordinator cannot be reached, the records so none is lost or sent twice. Records are
 //! numbered by the node (1, 2, 3, …); the coordinator commits each once and acknowledges the
 //! highest, and only then are they forgotten here ([`fogshell_shared::wire::edge`]).
+//!
+//! And the node's lease ([`fogshell_shared::lease`]), in memory only: the gateway serves
+//! users only while the coordinator's last grant holds, and fences its direct viewers when it
+//! runs out — before the coordinator can start a copy of their sessions elsewhere. An agent
+//! that restarts holds no lease until its link is back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use fogshell_shared::Timestamp;
 use fogshell_shared::attach_token::{AttachKey, MAX_KEYS};
 use fogshell_shared::files::{Durability, write_atomically};
+use fogshell_shared::lease::Lease;
 use fogshell_shared::wire::edge::{EdgeEvent, EdgeRecord, MAX_RECORDS};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::lock;
 
@@ -42,6 +49,16 @@ pub struct EdgeState {
     outbox: Mutex<Outbox>,
     /// Woken when a record is added, so the link sends it at once.
     recorded: Notify,
+    lease: Mutex<Lease>,
+    /// Woken when the lease changed, so its watch looks again.
+    lease_changed: Notify,
+    /// Whether the node serves no one directly now (no lease).
+    fenced: watch::Sender<bool>,
+}
+
+/// The monotonic clock the lease is kept by (tokio's, so tests can stop time).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 const KEYS_FILE: &str = "attach-keys.json";
@@ -74,7 +91,79 @@ impl EdgeState {
             keys: Mutex::new(keys),
             outbox: Mutex::new(outbox),
             recorded: Notify::new(),
+            // Until a welcome says otherwise, a grant is worth nothing.
+            lease: Mutex::new(Lease::new(Duration::ZERO)),
+            lease_changed: Notify::new(),
+            fenced: watch::Sender::new(true),
         })
+    }
+
+    /// A new connection to the coordinator: its heartbeats count from 0 (the hello) again.
+    pub fn lease_new_connection(&self) {
+        lock(&self.lease).new_connection();
+    }
+
+    /// Heartbeat `seq` (0: the hello) leaves now.
+    pub fn lease_sent(&self, seq: u64) {
+        lock(&self.lease).sent(seq, now());
+    }
+
+    /// The welcome: what each grant is worth, and the hello's grant.
+    pub fn lease_welcomed(&self, lease: Duration) {
+        {
+            let mut current = lock(&self.lease);
+            current.set_duration(lease);
+            current.granted(0);
+        }
+        self.lease_changed.notify_one();
+    }
+
+    /// The coordinator granted heartbeat `seq`.
+    pub fn lease_granted(&self, seq: u64) {
+        lock(&self.lease).granted(seq);
+        self.lease_changed.notify_one();
+    }
+
+    /// Whether the node may serve users directly now.
+    pub fn lease_holds(&self) -> bool {
+        lock(&self.lease).holds(now())
+    }
+
+    /// Follows whether the node is fenced (serves no one directly).
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.subscribe()
+    }
+
+    /// Keeps [`Self::fenced`] true exactly while the lease does not hold: wakes when it runs
+    /// out and whenever it changes. Runs until aborted.
+    pub async fn watch_lease(&self) {
+        loop {
+            let (holds, until) = {
+                let lease = lock(&self.lease);
+                (lease.holds(now()), lease.valid_until())
+            };
+            self.fenced.send_if_modified(|fenced| {
+                let changed = *fenced == holds;
+                if changed {
+                    if holds {
+                        tracing::info!("the coordinator granted a lease: serving users directly");
+                    } else {
+                        tracing::warn!(
+                            "the lease ran out (no word from the coordinator): fenced, direct viewers go to the relay"
+                        );
+                    }
+                }
+                *fenced = !holds;
+                changed
+            });
+            match until.filter(|_| holds) {
+                Some(until) => tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    () = self.lease_changed.notified() => {}
+                },
+                None => self.lease_changed.notified().await,
+            }
+        }
     }
 
     /// The keys tokens are checked against now.
@@ -200,6 +289,38 @@ mod tests {
         assert_eq!(pending, [2]);
         // Numbers go on from where they were, never reused.
         assert_eq!(state.record(Timestamp::UNIX_EPOCH, attached(3)), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn direct_service_is_fenced_when_the_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = std::sync::Arc::new(EdgeState::open(dir.path()).unwrap());
+        let mut fenced = state.fenced();
+        let watch = tokio::spawn({
+            let state = std::sync::Arc::clone(&state);
+            async move { state.watch_lease().await }
+        });
+        assert!(*fenced.borrow_and_update(), "no lease before a welcome");
+        state.lease_new_connection();
+        state.lease_sent(0);
+        state.lease_welcomed(Duration::from_millis(1600));
+        fenced.changed().await.unwrap();
+        assert!(!*fenced.borrow_and_update());
+        assert!(state.lease_holds());
+        // Heartbeats granted keep it.
+        for seq in 1..=4 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            state.lease_sent(seq);
+            state.lease_granted(seq);
+        }
+        assert!(!*fenced.borrow());
+        // Silence: 1.6 s after the last granted heartbeat left, the node is fenced.
+        let cut = tokio::time::Instant::now();
+        fenced.changed().await.unwrap();
+        assert!(*fenced.borrow_and_update());
+        assert_eq!(cut.elapsed(), Duration::from_millis(1600));
+        assert!(!state.lease_holds());
+        watch.abort();
     }
 
     #[test]

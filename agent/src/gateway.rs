@@ -79,6 +79,7 @@ pub async fn start<N: LocalNode>(
         .await
         .map_err(|e| format!("[gateway] binding {listen}: {e}"))?;
     let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let gateway_edge = Arc::clone(&edge);
     let gateway = Arc::new(Gateway {
         node,
         edge,
@@ -93,7 +94,14 @@ pub async fn start<N: LocalNode>(
         )
         .with_state(gateway);
     tracing::info!(%local_addr, tls = tls.is_some(), url = ?section.url(), "edge gateway listening");
-    let task = tokio::spawn(fogshell_gateway::serve::serve(listener, app, tls));
+    let lease = Arc::clone(&gateway_edge);
+    let task = tokio::spawn(async move {
+        // The lease's watch fences direct viewers when it runs out; both end together.
+        tokio::join!(
+            fogshell_gateway::serve::serve(listener, app, tls),
+            lease.watch_lease()
+        );
+    });
     Ok(Running { local_addr, task })
 }
 
@@ -189,6 +197,16 @@ async fn attach<N: LocalNode>(
             Some(session_id),
         );
     }
+    // Without a lease the coordinator may already have moved the session: the relay knows.
+    if !gateway.edge.lease_holds() {
+        return fogshell_gateway::error_response(ErrorBody::new(
+            ErrorCode::NodeUnavailable,
+            format!(
+                "node {} cannot reach the coordinator now: attach through the coordinator's relay",
+                gateway.node_id
+            ),
+        ));
+    }
     let from_offset = query.from_offset.unwrap_or(0);
     let streams = match gateway.node.attach(session_id, size, from_offset).await {
         Ok(streams) => streams,
@@ -228,17 +246,26 @@ async fn attach<N: LocalNode>(
     let (read, write) = tokio::io::split(gateway_end);
     let terminal = Terminal::new(write, read);
     let placement = gateway.placement.clone();
+    let direct = Direct {
+        fenced: gateway.edge.fenced(),
+        placement: placement.clone(),
+    };
     upgrade
         .max_message_size(MAX_MESSAGE_SIZE)
         .on_upgrade(move |socket| {
-            relay::relay(socket, Direct, terminal, placement, size, from_offset).instrument(span)
+            relay::relay(socket, direct, terminal, placement, size, from_offset).instrument(span)
         })
         .into_response()
 }
 
-/// A direct viewer: nothing moves a session here, and a terminal that stops without an exit
-/// cannot be picked up at this gateway — the viewer is sent to the relay.
-struct Direct;
+/// A direct viewer: served while the node's lease holds. When it runs out (the coordinator
+/// has not been heard for the lease's length, and may move the session elsewhere) or the
+/// terminal stops without an exit, the viewer is told why and sent to the relay.
+struct Direct {
+    fenced: tokio::sync::watch::Receiver<bool>,
+    /// This node, as the gateway describes it.
+    placement: Placement,
+}
 
 impl Backend for Direct {
     /// The node knows where it runs, not the reasons the control plane chose it: its
@@ -248,7 +275,18 @@ impl Backend for Direct {
     }
 
     async fn moved_away(&mut self, _node: &NodeId) -> Option<Change> {
-        std::future::pending().await
+        if self.fenced.wait_for(|fenced| *fenced).await.is_err() {
+            return std::future::pending().await;
+        }
+        tracing::info!("fenced: the direct viewer goes to the relay");
+        Some(Change {
+            status: SessionStatus::Interrupted,
+            placement: self.placement.clone(),
+            reason: Some(format!(
+                "node {} has not heard the coordinator for its lease and stops taking input here",
+                self.placement.node_id
+            )),
+        })
     }
 
     fn broken(&mut self, placement: &Placement, reason: String) -> Option<Change> {

@@ -291,6 +291,13 @@ impl Link {
         let mut recv = FramedReader::new(recv);
         let hello = node.hello().await;
         let node_id = hello.node_id.clone();
+        // The node's lease counts from when each message that the coordinator grants left:
+        // the hello (0), then each heartbeat.
+        let edge = node.edge();
+        if let Some(edge) = &edge {
+            edge.lease_new_connection();
+            edge.lease_sent(0);
+        }
         write_message(&mut send, &AgentMessage::Hello(hello))
             .await
             .map_err(|e| broken(&e))?;
@@ -306,6 +313,9 @@ impl Link {
             }
         };
         tracing::info!(%node_id, version = welcome.version, "linked to the coordinator");
+        if let Some(edge) = &edge {
+            edge.lease_welcomed(Duration::from_millis(u64::from(welcome.lease_ms)));
+        }
         node.welcomed(&welcome);
         on_welcome();
         // Fencing: sessions the coordinator ended or moved while this node was away.
@@ -327,7 +337,6 @@ impl Link {
         let mut seq = 0u64;
         // The edge gateway's audit records: all that are not acknowledged go up on every
         // connection, then each new one as it is made.
-        let edge = node.edge();
         let mut edge_sent = 0u64;
         if let Some(edge) = &edge {
             send_edge_audit(&mut send, edge, &mut edge_sent).await?;
@@ -345,6 +354,9 @@ impl Link {
                         write_message(&mut send, &AgentMessage::Event(event)).await.map_err(|e| broken(&e))?;
                     }
                     let heartbeat = AgentMessage::Heartbeat(node.heartbeat(seq).await);
+                    if let Some(edge) = &edge {
+                        edge.lease_sent(seq);
+                    }
                     write_message(&mut send, &heartbeat).await.map_err(|e| broken(&e))?;
                     self.maybe_renew(&mut send).await?;
                 }
@@ -367,6 +379,11 @@ impl Link {
                     }
                     Some(CoordinatorMessage::Renewed(answer)) => self.renewed(answer),
                     Some(CoordinatorMessage::AttachKeys(keys)) => node.attach_keys(keys),
+                    Some(CoordinatorMessage::LeaseGrant { seq }) => {
+                        if let Some(edge) = &edge {
+                            edge.lease_granted(seq);
+                        }
+                    }
                     Some(CoordinatorMessage::EdgeAuditAck { through }) => {
                         if let Some(edge) = &edge {
                             edge.acknowledged(through);

@@ -166,7 +166,8 @@ impl Fleet {
         generation
     }
 
-    /// A heartbeat arrived on connection `generation`.
+    /// A heartbeat arrived on connection `generation`. Returns whether it counts (the
+    /// connection is the node's current one): only then is the node's lease renewed.
     pub fn heartbeat(
         &self,
         node: &NodeId,
@@ -175,10 +176,10 @@ impl Fleet {
         rtt: Duration,
         now: Instant,
         at: Timestamp,
-    ) {
+    ) -> bool {
         let mut nodes = self.lock();
         let Some(entry) = nodes.get_mut(node).filter(|e| e.generation == generation) else {
-            return;
+            return false;
         };
         entry.last_contact = now;
         entry.reported_free = hb.free;
@@ -198,6 +199,7 @@ impl Fleet {
         view.rtt_us = rtt.as_micros() as u64;
         view.last_heartbeat = at;
         entry.correct_free();
+        true
     }
 
     /// Runs placement (`choose`) over every node's view and, in the same hold of the registry,

@@ -26,6 +26,7 @@ pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod image;
+pub mod lease;
 pub mod node;
 pub mod placement;
 pub mod profile;

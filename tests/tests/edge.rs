@@ -290,8 +290,15 @@ async fn shell_continues_through_the_relay_when_the_gateway_goes_away() {
     let mut stack = Stack::coordinator_only(&[]);
     stack.add(&edge_node("fog-a", "eu-west"));
     let alice = stack.issuer.token("alice", "org-a");
+    // The user is 20 ms from the coordinator and next to fog-a: `shell` measures that and
+    // goes to fog-a's gateway first.
+    let far = fogshell_e2e::tcp_relay::TcpDelayRelay::start(
+        stack.api.trim_start_matches("http://").parse().unwrap(),
+        Duration::from_millis(10),
+    );
+    let api_url = format!("http://{}", far.addr);
     let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
-        .args(["shell", "--url", &stack.api, "--token", &alice])
+        .args(["shell", "--url", &api_url, "--token", &alice])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -306,6 +313,7 @@ async fn shell_continues_through_the_relay_when_the_gateway_goes_away() {
     // The agent restarts: its gateway goes with it (the shell lives on in its shim). The
     // client moves to the relay, which reaches the same shell once the node is back.
     stack.restart_node("fog-a");
+    // Said only by a client that was on the node's gateway.
     wait_for_text(&stderr, "continuing through the coordinator");
     // The relay may first reach the killed agent's link, which the coordinator has not yet
     // seen die; it says when the shell takes input again.
@@ -449,4 +457,146 @@ async fn the_edge_refuses_other_nodes_other_sessions_expired_and_forged_tokens()
     let again = node_events(&api, &alice, "policy.denied", "fog-a", |_| true).await;
     assert_eq!(again.len(), rules.len(), "{again:?}");
     stack.verify_audit();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_uplink_keeps_the_direct_terminal_for_the_lease_then_fences_before_the_cloud_copy() {
+    let mut stack = Stack::coordinator_only(&[]);
+    // fog-a's link to the coordinator crosses a relay the test cuts; the user's path to
+    // fog-a's gateway stays up.
+    stack.add(&NodeSpec {
+        delay: Some(Duration::ZERO),
+        ..edge_node("fog-a", "eu-west")
+    });
+    stack.add(&NodeSpec {
+        tier: "cloud",
+        region: "cloud",
+        ..NodeSpec::new("cloud-1")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = create_in_any(&api, &alice).await;
+    assert_eq!(created["placement"]["node_id"], "fog-a", "{created}");
+    let id = created["session_id"].as_str().unwrap().to_owned();
+    let mut direct = Viewer::attach(&created["attach"]).await;
+    direct.expect_status("running", WAIT).await;
+    direct.type_bytes(b"echo \"be\"\"fore\"\n").await;
+    direct.expect_output("before", WAIT).await;
+
+    // Cut: the direct terminal keeps working while the node's lease holds...
+    let cut = Instant::now();
+    stack.relay("fog-a").expect("fog-a's link relay").cut();
+    direct.type_bytes(b"echo \"dur\"\"ing\"\n").await;
+    direct
+        .expect_output("during", Duration::from_millis(900))
+        .await;
+    assert!(
+        cut.elapsed() < Duration::from_millis(1000),
+        "typed and echoed within the lease"
+    );
+    // ...then the node fences itself and sends the viewer to the relay, before the loss bound
+    // (2 s) at which the coordinator may start a copy in the cloud.
+    let interrupted = direct.expect_status("interrupted", WAIT).await;
+    let fenced_after = cut.elapsed();
+    let fenced_at = std::time::SystemTime::now();
+    assert!(
+        interrupted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lease")),
+        "{interrupted}"
+    );
+    assert_eq!(
+        direct.expect_close(WAIT).await,
+        1001,
+        "going away: use the relay"
+    );
+    assert!(
+        fenced_after < Duration::from_secs(2),
+        "fenced {fenced_after:?} after the cut: not before the loss bound"
+    );
+    // While fenced, the gateway takes no new viewer, and still records refusals.
+    let token = created["attach"]["token"].as_str().unwrap();
+    let ws_url = created["attach"]["ws_url"].as_str().unwrap();
+    match Viewer::connect(ws_url, token, 80, 24).await {
+        Ok(_) => panic!("a fenced gateway took a viewer"),
+        Err(refused) => assert_eq!(refused.status, 503, "{}", refused.body),
+    }
+    let mut forged = token.to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let refused = Viewer::connect(ws_url, &forged, 80, 24)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
+    // The client moves to the relay, where failover started the cloud copy.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = api
+            .get(&alice, &format!("/v1/sessions/{id}"), "/v1/sessions/{id}")
+            .await;
+        if now.body["placement"]["node_id"] == "cloud-1" && now.body["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {}", now.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = api.reattach(&alice, &id).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert!(
+        fresh.body["fallback_ws_url"].is_null(),
+        "cloud-1 has no gateway: the relay is the way"
+    );
+    let mut relayed = Viewer::attach(&fresh.body).await;
+    relayed.type_bytes(b"echo \"clo\"\"ud\"\n").await;
+    relayed.expect_output("cloud", WAIT).await;
+
+    // Never two copies taking input: the cloud copy started after the node had fenced.
+    let failovers = node_events_any(&api, &alice, "failover.started").await;
+    let started_at = failovers
+        .iter()
+        .find(|e| e["details"]["session_id"] == id.as_str())
+        .and_then(|e| e["at"].as_str())
+        .unwrap_or_else(|| panic!("no failover.started for {id}: {failovers:?}"));
+    let started_at =
+        time::OffsetDateTime::parse(started_at, &time::format_description::well_known::Rfc3339)
+            .expect("an RFC 3339 time");
+    let fenced_at = time::OffsetDateTime::from(fenced_at);
+    assert!(
+        started_at >= fenced_at - Duration::from_millis(100),
+        "the cloud copy started at {started_at}, the node fenced at {fenced_at}"
+    );
+
+    // The link comes back: the old copy is removed, and what the gateway recorded while cut
+    // off is in the chain, once.
+    stack.relay("fog-a").expect("fog-a's link relay").restore();
+    let denied = node_events(&api, &alice, "policy.denied", "fog-a", |found| {
+        !found.is_empty()
+    })
+    .await;
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["details"]["rule_id"], "auth.attach_token_invalid");
+    let attached = node_events(&api, &alice, "session.attached", "fog-a", |_| true).await;
+    assert_eq!(attached.len(), 1, "{attached:?}");
+    stack.verify_audit();
+}
+
+async fn create_in_any(api: &Api, token: &str) -> Value {
+    let created = api.create_session(token, 600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.body
+}
+
+/// Every event of `event_type` the caller may see.
+async fn node_events_any(api: &Api, token: &str, event_type: &str) -> Vec<Value> {
+    let page = api
+        .get(
+            token,
+            &format!("/v1/events?event_type={event_type}&limit=1000"),
+            "/v1/events",
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    events_of(&page.body, event_type)
 }

@@ -152,7 +152,10 @@ mod tests {
     fn the_policy_names_the_gateways_terminals_and_probes() {
         let policy = policy(
             "https://login.example.org/realms/acme",
-            &["wss://fog-a.example.org:8444".into(), "ws://127.0.0.1:9".into()],
+            &[
+                "wss://fog-a.example.org:8444".into(),
+                "ws://127.0.0.1:9".into(),
+            ],
         );
         let policy = policy.to_str().unwrap();
         assert!(

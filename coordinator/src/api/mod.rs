@@ -93,9 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") });
     let dev_issuer = state.dev_issuer.clone();
-    let router = router
-        .merge(console::routes())
-        .with_state(state);
+    let router = router.merge(console::routes()).with_state(state);
     match dev_issuer {
         Some(issuer) => router.nest(crate::auth::dev_issuer::PATH, issuer.router()),
         None => router,

@@ -146,6 +146,10 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
             fence,
             admission: (*admission).clone(),
             attach_keys: attach.keys(),
+            lease_ms: u32::try_from(
+                fogshell_shared::lease::duration_for(fleet.lost_after()).as_millis(),
+            )
+            .unwrap_or(u32::MAX),
         });
         // Key rotations from here on are pushed to the node.
         let mut keys = attach.subscribe();
@@ -181,7 +185,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
             };
             match message {
                 Ok(Some(AgentMessage::Heartbeat(hb))) => {
-                    fleet.heartbeat(
+                    let current = fleet.heartbeat(
                         &node_id,
                         generation,
                         &hb,
@@ -189,6 +193,15 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                         Instant::now(),
                         now_timestamp(),
                     );
+                    // The node may serve its users on its own a while longer; a connection
+                    // the fleet no longer counts renews nothing.
+                    if current
+                        && let Err(error) = link
+                            .send(&CoordinatorMessage::LeaseGrant { seq: hb.seq })
+                            .await
+                    {
+                        tracing::info!(%error, "could not grant the lease");
+                    }
                 }
                 Ok(Some(AgentMessage::Hello(_))) => {
                     connection.close(close::PROTOCOL_ERROR.into(), b"a second hello");

@@ -180,8 +180,10 @@ impl UserPath {
     }
 }
 
-/// How much faster the relay path must measure than a node's own gateway to be preferred.
-const RELAY_MARGIN_US: u64 = 2000;
+/// How much faster the relay path must measure than a node's own gateway to be preferred:
+/// more than a probe's noise on a busy machine, since the direct path has more going for it
+/// than its round trip (it keeps working while the cloud is cut off, and spares the cloud).
+const RELAY_MARGIN_US: u64 = 5000;
 
 /// The user's best path to `node`: its own gateway when it has one the client can reach and
 /// that is not slower than the relay, else the coordinator's relay. A client that measured no

@@ -73,6 +73,12 @@ pub enum CoordinatorMessage {
     /// The attach-token keys changed (a rotation): the node's gateway takes tokens signed by
     /// these from now on.
     AttachKeys(Vec<crate::attach_token::AttachKey>),
+    /// Heartbeat `seq` (0: the hello) was accepted: the node's lease runs `lease_ms` from
+    /// when it sent it ([`crate::lease`]).
+    LeaseGrant {
+        /// The heartbeat's sequence number.
+        seq: u64,
+    },
     /// The node's edge audit records up to and including `through` are in the chain.
     EdgeAuditAck {
         /// The highest sequence number committed.
@@ -188,6 +194,9 @@ pub struct Welcome {
     /// The public keys attach tokens are signed with (previous, current and next), so the
     /// node's edge gateway checks tokens itself, even while the link is down.
     pub attach_keys: Vec<crate::attach_token::AttachKey>,
+    /// How long each grant lets the node serve users on its own, in milliseconds
+    /// ([`crate::lease`]); the welcome grants the hello.
+    pub lease_ms: u32,
 }
 
 /// The coordinator's refusal of a hello.
@@ -520,6 +529,7 @@ mod tests {
                 CoordinatorMessage::Renewed(Renewed::Refused { .. }) => "renewal refused",
                 CoordinatorMessage::AttachKeys(_) => "attach keys",
                 CoordinatorMessage::EdgeAuditAck { .. } => "edge audit ack",
+                CoordinatorMessage::LeaseGrant { .. } => "lease grant",
                 CoordinatorMessage::Request(r) => match r.command {
                     Command::Allocate(_) => "allocate",
                     Command::Terminate { .. } => "terminate",
@@ -530,7 +540,7 @@ mod tests {
                 },
             })
             .collect();
-        assert_eq!(kinds.len(), 12);
+        assert_eq!(kinds.len(), 13);
         assert_eq!(samples::agent_messages().len(), 12);
     }
 

@@ -206,7 +206,9 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
                 }],
             },
             attach_keys: vec![attach_key()],
+            lease_ms: 1600,
         }),
+        CoordinatorMessage::LeaseGrant { seq: 9 },
         CoordinatorMessage::AttachKeys(vec![attach_key()]),
         CoordinatorMessage::EdgeAuditAck { through: 42 },
         CoordinatorMessage::Refusal(Refusal {
