@@ -27,6 +27,7 @@ apt_packages=(
   swtpm-tools  # swtpm_setup manufactures them, with EK certificates from a test CA
   tpm2-tools   # tpm2_pcrextend: the attestation tests change a PCR as a new boot chain would
   websocketd   # the edge latency bench's floor: a bare terminal server on the fog node
+  libnss3-tools # certutil: the console test's browser trusts the coordinator's CA (its NSS database)
 )
 
 if $run_only; then

@@ -2,7 +2,8 @@
 //! test user, on loopback), a coordinator that trusts it, a node with containers, and
 //! Playwright driving Debian's headless Chromium through `console/test/console.test.mjs`:
 //! login with authorization code + PKCE, create (placed by the round trips the page measured,
-//! the terminal straight to the node's own gateway), type, resize, drop the WebSocket (the
+//! the terminal straight to the node's own gateway over TLS, its certificate from the
+//! coordinator's CA, which the browser trusts), type, resize, drop the WebSocket (the
 //! console continues through the coordinator's relay), terminate, log out. The screenshot it takes of a live terminal lands in `target/tmp/console.png`
 //! (`docs/console.png` is a copy of one; a test run leaves the work tree as it was).
 //!
@@ -67,18 +68,41 @@ fn free_loopback_port() -> u16 {
         .expect("a free port")
 }
 
+/// A home directory whose NSS database — where Chromium on Linux looks up trusted roots —
+/// trusts `ca` (PEM) for TLS servers, as an organisation's managed browsers would.
+fn browser_home_trusting(ca: &Path) -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("a home for the browser");
+    let db = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&db).expect("the NSS database's directory");
+    let db = format!("sql:{}", db.display());
+    let certutil = |args: &[&str]| {
+        let out = Command::new("certutil")
+            .args(args)
+            .output()
+            .expect("certutil (libnss3-tools; scripts/install-deps.sh installs it)");
+        assert!(out.status.success(), "certutil {args:?}: {out:?}");
+    };
+    certutil(&["-N", "--empty-password", "-d", &db]);
+    let ca = ca.display().to_string();
+    certutil(&["-A", "-n", "fogshell", "-t", "C,,", "-i", &ca, "-d", &db]);
+    home
+}
+
 #[test]
 fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
     let port = free_loopback_port();
     let console_url = format!("http://127.0.0.1:{port}/console/");
     let (_provider, issuer) = start_provider(&console_url);
     let mut stack = Stack::coordinator_for_issuer(&issuer, AUDIENCE, &format!("127.0.0.1:{port}"));
-    // fog-a runs its own gateway: the page must reach it directly (its content security
-    // policy names it), then fall back to the relay.
+    // fog-a runs its own gateway over TLS with a certificate from the coordinator's CA: the
+    // page must reach it directly (its content security policy names it, the browser trusts
+    // the CA), then fall back to the relay.
     stack.add(&NodeSpec {
         gateway: true,
+        gateway_tls: true,
         ..NodeSpec::new("fog-a")
     });
+    let home = browser_home_trusting(&stack.data_dir().join("pki/ca.crt"));
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -88,6 +112,7 @@ fn the_console_logs_in_and_runs_a_terminal_in_headless_chromium() {
         .env("OIDC_LOGIN", "alice:wonderland")
         .env("SCREENSHOT", &screenshot)
         .env("EDGE_GATEWAY", "1")
+        .env("HOME", home.path())
         .output()
         .expect("node");
     let output = format!(
