@@ -24,7 +24,7 @@ use fogshell_shared::api::GATEWAY_PROBE_PATH;
 use fogshell_shared::frame::{StreamState, TermSize};
 use fogshell_shared::wire::edge::EdgeEvent;
 use fogshell_shared::wire::stream::FramedReader;
-use fogshell_shared::{ErrorBody, ErrorCode, NodeId, Placement, SessionId, SessionStatus};
+use fogshell_shared::{ErrorBody, ErrorCode, NodeId, Placement, SessionId};
 use tracing::Instrument as _;
 
 use crate::config::GatewaySection;
@@ -72,7 +72,10 @@ pub async fn start<N: LocalNode>(
         .listen
         .ok_or("the gateway is off ([gateway] listen)")?;
     let tls = match (&section.tls_certificate, &section.tls_key) {
-        (Some(certificate), Some(key)) => Some(tls_config(certificate, key)?),
+        (Some(certificate), Some(key)) => Some(
+            fogshell_gateway::serve::tls_from_files(certificate, key)
+                .map_err(|e| format!("[gateway] {e}"))?,
+        ),
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(listen)
@@ -103,29 +106,6 @@ pub async fn start<N: LocalNode>(
         );
     });
     Ok(Running { local_addr, task })
-}
-
-fn tls_config(
-    certificate: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(certificate)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("[gateway] tls_certificate {}: {e}", certificate.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("[gateway] tls_key {}: {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| format!("[gateway] the certificate and key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 impl<N: LocalNode> Gateway<N> {
@@ -279,22 +259,15 @@ impl Backend for Direct {
             return std::future::pending().await;
         }
         tracing::info!("fenced: the direct viewer goes to the relay");
-        Some(Change {
-            status: SessionStatus::Interrupted,
-            placement: self.placement.clone(),
-            reason: Some(format!(
-                "node {} has not heard the coordinator for its lease and stops taking input here",
-                self.placement.node_id
-            )),
-        })
+        let reason = format!(
+            "node {} has not heard the coordinator for its lease and stops taking input here",
+            self.placement.node_id
+        );
+        Some(Change::interrupted(&self.placement, reason))
     }
 
     fn broken(&mut self, placement: &Placement, reason: String) -> Option<Change> {
-        Some(Change {
-            status: SessionStatus::Interrupted,
-            placement: placement.clone(),
-            reason: Some(reason),
-        })
+        Some(Change::interrupted(placement, reason))
     }
 
     async fn rebind(

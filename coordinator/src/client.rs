@@ -212,27 +212,36 @@ impl Client {
         response.json().await.map_err(|e| format!("{url}: {e}"))
     }
 
+    /// `POST {path}` with `body`, answered with a `T`; errors say they were `doing` it.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        path: &str,
+        body: Option<&CreateSessionRequest>,
+        doing: &str,
+    ) -> Result<T, String> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| format!("{doing}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{doing}: {}", api_error(response).await));
+        }
+        response.json().await.map_err(|e| format!("{doing}: {e}"))
+    }
+
     /// `POST /v1/sessions`.
     pub async fn create_session(
         &self,
         token: &Secret,
         request: &CreateSessionRequest,
     ) -> Result<CreateSessionResponse, String> {
-        let response = self
-            .http
-            .post(format!("{}/v1/sessions", self.base))
-            .bearer_auth(token.expose())
-            .json(request)
-            .send()
+        self.post(token, "/v1/sessions", Some(request), "creating a session")
             .await
-            .map_err(|e| format!("creating a session: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("creating a session: {}", api_error(response).await));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("creating a session: {e}"))
     }
 
     /// Times a round trip to each gateway (`GET /v1/gateways`, then each probe, at once), for
@@ -280,20 +289,8 @@ impl Client {
 
     /// `POST /v1/sessions/{id}/attach`: a fresh token.
     async fn reattach(&self, token: &Secret, session_id: SessionId) -> Result<AttachInfo, String> {
-        let response = self
-            .http
-            .post(format!("{}/v1/sessions/{session_id}/attach", self.base))
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| format!("a new attach token: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("a new attach token: {}", api_error(response).await));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("a new attach token: {e}"))
+        let path = format!("/v1/sessions/{session_id}/attach");
+        self.post(token, &path, None, "a new attach token").await
     }
 
     /// Attaches this process's terminal to the session until its shell exits; returns the

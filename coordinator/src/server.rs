@@ -137,40 +137,25 @@ fn load_tls(
     ca: &CertificateAuthority,
     names: &[String],
 ) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    use rustls::pki_types::pem::PemObject;
+    use fogshell_gateway::serve::{tls_config, tls_from_files};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let (chain, key) = match tls {
+    let config = match tls {
         HttpTls::Plain => return Ok(None),
         HttpTls::OwnCa => {
             let (cert, key) = ca
                 .issue_server_certificate(names, time::Duration::days(30), now_offset())
                 .map_err(|e| e.to_string())?;
-            (
-                vec![
-                    CertificateDer::from(cert),
-                    CertificateDer::from(ca.cert_der().to_vec()),
-                ],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-            )
+            let chain = vec![
+                CertificateDer::from(cert),
+                CertificateDer::from(ca.cert_der().to_vec()),
+            ];
+            tls_config(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
         }
-        HttpTls::Files { cert, key } => (
-            CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("{}: {e}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: {e}", cert.display()))?,
-            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?,
-        ),
+        HttpTls::Files { cert, key } => tls_from_files(cert, key),
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| format!("the HTTP certificate: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(config)))
+    config
+        .map(Some)
+        .map_err(|e| format!("the HTTP certificate: {e}"))
 }
 
 /// Starts a coordinator; it runs until [`Running::shutdown`].

@@ -77,6 +77,17 @@ pub struct Change {
     pub reason: Option<String>,
 }
 
+impl Change {
+    /// The terminal at `placement` stopped without an exit, for `reason`.
+    pub fn interrupted(placement: &Placement, reason: String) -> Self {
+        Self {
+            status: SessionStatus::Interrupted,
+            placement: placement.clone(),
+            reason: Some(reason),
+        }
+    }
+}
+
 /// The `running` or `resumed` frame a new terminal is announced with, sent once the node said
 /// where its output starts, so it carries that offset.
 #[derive(Debug)]

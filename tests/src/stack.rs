@@ -201,10 +201,16 @@ impl Stack {
     }
 
     /// A coordinator on `http` (`127.0.0.1:PORT`) that trusts the OpenID provider at
-    /// `issuer` for tokens with `audience`, and no node yet.
-    pub fn coordinator_for_issuer(issuer: &str, audience: &str, http: &str) -> Self {
+    /// `issuer` for tokens with `audience`, and no node yet; `extra` goes on `serve`'s line.
+    pub fn coordinator_for_issuer(
+        issuer: &str,
+        audience: &str,
+        http: &str,
+        extra: &[&str],
+    ) -> Self {
         let oidc = Some((issuer.to_owned(), audience.to_owned()));
-        let mut stack = Self::unstarted("127.0.0.1:0", Vec::new(), None, oidc);
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut stack = Self::unstarted("127.0.0.1:0", extra, None, oidc);
         stack.start_coordinator(http);
         stack
     }

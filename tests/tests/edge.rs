@@ -156,28 +156,12 @@ async fn a_terminal_attaches_at_its_nodes_gateway_and_the_relay_is_its_fallback(
     // unreachable, and is placed and attached through the relay — still on fog-a.
     stack.gateway("fog-a").cut();
     let started = Instant::now();
-    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
-        .args(["shell", "--url", &stack.api, "--token", &alice])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting shell");
-    {
-        use std::io::Write as _;
-        let mut stdin = shell.stdin.take().unwrap();
-        stdin.write_all(b"echo \"fall\"\"back\"; exit 3\n").unwrap();
-    }
-    let out = shell.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{stdout}\n{stderr}\n{}",
-        stack.logs()
+    let (stdout, stderr) = run_shell(
+        &stack,
+        &stack.api,
+        &[],
+        b"echo \"fall\"\"back\"; exit 3\n",
+        3,
     );
     assert!(stdout.contains("fallback"), "{stdout}\n{stderr}");
     assert!(stderr.contains("on fog-a"), "{stderr}");
@@ -215,30 +199,16 @@ async fn a_gateway_serves_tls_with_a_certificate_from_the_coordinators_ca() {
         "{gateway}"
     );
     // `shell`, trusting the coordinator's CA, reaches the gateway over TLS, directly.
-    let ca = stack.data_dir().join("pki/ca.crt");
-    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
-        .args(["shell", "--url", &stack.api, "--token", &alice, "--ca"])
-        .arg(&ca)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting shell");
-    {
-        use std::io::Write as _;
-        let mut stdin = shell.stdin.take().unwrap();
-        stdin.write_all(b"echo \"t\"\"ls\"; exit 5\n").unwrap();
-    }
-    let out = shell.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{stdout}\n{stderr}\n{}",
-        stack.logs()
+    let ca = stack.data_dir().join("pki/ca.crt").display().to_string();
+    // The user is 20 ms from the coordinator and next to fog-a.
+    let far = far_from_the_coordinator(&stack);
+    let api_url = format!("http://{}", far.addr);
+    let (stdout, stderr) = run_shell(
+        &stack,
+        &api_url,
+        &["--ca", &ca],
+        b"echo \"t\"\"ls\"; exit 5\n",
+        5,
     );
     assert!(stdout.contains("tls"), "{stdout}");
     assert!(
@@ -250,6 +220,53 @@ async fn a_gateway_serves_tls_with_a_certificate_from_the_coordinators_ca() {
     })
     .await;
     assert_eq!(attached.len(), 1, "attached at the edge: {attached:?}");
+}
+
+/// Runs `fogshell-coordinator shell` as alice against the stack's API at `api` with `input` on its
+/// stdin; asserts it exits with `code`; returns what it printed (stdout, stderr).
+fn run_shell(
+    stack: &Stack,
+    api: &str,
+    extra: &[&str],
+    input: &[u8],
+    code: i32,
+) -> (String, String) {
+    use std::io::Write as _;
+    let token = stack.issuer.token("alice", "org-a");
+    let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["shell", "--url", api, "--token", &token])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting shell");
+    shell.stdin.take().unwrap().write_all(input).unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{stderr}\n{}",
+        stack.logs()
+    );
+    (stdout, stderr)
+}
+
+/// The user's path to the coordinator's API 20 ms long, so a probe on a busy machine cannot
+/// make the relay look nearer than a node next door.
+fn far_from_the_coordinator(stack: &Stack) -> fogshell_e2e::tcp_relay::TcpDelayRelay {
+    fogshell_e2e::tcp_relay::TcpDelayRelay::start(
+        stack
+            .api
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the API's address"),
+        Duration::from_millis(10),
+    )
 }
 
 /// Collects what a child writes on a pipe, for a test to wait on.
@@ -292,10 +309,7 @@ async fn shell_continues_through_the_relay_when_the_gateway_goes_away() {
     let alice = stack.issuer.token("alice", "org-a");
     // The user is 20 ms from the coordinator and next to fog-a: `shell` measures that and
     // goes to fog-a's gateway first.
-    let far = fogshell_e2e::tcp_relay::TcpDelayRelay::start(
-        stack.api.trim_start_matches("http://").parse().unwrap(),
-        Duration::from_millis(10),
-    );
+    let far = far_from_the_coordinator(&stack);
     let api_url = format!("http://{}", far.addr);
     let mut shell = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
         .args(["shell", "--url", &api_url, "--token", &alice])

@@ -131,11 +131,7 @@ impl Backend for Attached {
             .ok()
             .flatten()
             .is_some_and(|s| s.status.is_final());
-        (!ended).then(|| Change {
-            status: SessionStatus::Interrupted,
-            placement: placement.clone(),
-            reason: Some(reason),
-        })
+        (!ended).then(|| Change::interrupted(placement, reason))
     }
 
     /// Tells the viewer what happens to its session until a terminal can be opened again.
