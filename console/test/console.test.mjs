@@ -94,7 +94,10 @@ try {
   check(!stored.includes("eyJ"), `a token reached web storage: ${stored}`);
 
   step("create a session with the keyboard only");
-  check(await page.evaluate(() => document.activeElement?.id === "profile"), "the profile picker is not focused");
+  // The picker takes the focus once the profiles are loaded (an API call away).
+  await page
+    .waitForFunction(() => document.activeElement?.id === "profile", null, { timeout: 5000 })
+    .catch(() => check(false, "the profile picker is not focused"));
   await page.keyboard.press("Tab"); // lifetime
   await page.keyboard.press("Tab"); // Create and attach
   await page.keyboard.press("Enter");
