@@ -45,30 +45,49 @@ pub fn tune_client_socket(tcp: &tokio::net::TcpStream) {
     }
 }
 
-/// Serves `app` on `listener` until the task is aborted: over TLS with `tls`, else plain.
+/// How long a client may take before the server gives up on its connection: a client that
+/// opens connections and never finishes them must not hold tasks and sockets forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To finish the TLS handshake.
+    pub handshake: Duration,
+    /// To send a request's headers (hyper's header read timeout, which also ends a
+    /// connection that stays silent before its first request).
+    pub headers: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            headers: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until the task is aborted: over TLS with `tls`, else plain, with
+/// the default [`Timeouts`].
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    match tls {
-        None => {
-            use axum::serve::ListenerExt as _;
-            let listener = listener.tap_io(|tcp| tune_client_socket(tcp));
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        }
-        Some(tls) => serve_tls(listener, app, tls).await,
-    }
+    serve_with(listener, app, tls, Timeouts::default()).await;
 }
 
-async fn serve_tls(listener: TcpListener, app: axum::Router, tls: Arc<rustls::ServerConfig>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+/// [`serve`] with these timeouts.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    timeouts: Timeouts,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
+                // Out of file descriptors, most likely: wait for some to be freed.
                 tracing::warn!(%error, "accepting a connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -78,20 +97,34 @@ async fn serve_tls(listener: TcpListener, app: axum::Router, tls: Arc<rustls::Se
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::debug!(%remote, %error, "TLS handshake failed");
-                    return;
-                }
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, app, timeouts, remote).await;
             };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                tracing::debug!(%remote, %error, "HTTP connection ended");
+            match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, app, timeouts, remote).await,
+                Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%remote, "TLS handshake not finished in time"),
             }
         });
+    }
+}
+
+/// HTTP/1.1 (with upgrades, for the terminal's WebSocket) on one accepted connection.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    timeouts: Timeouts,
+    remote: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeouts.headers)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%remote, %error, "HTTP connection ended");
     }
 }
