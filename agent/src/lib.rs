@@ -28,9 +28,5 @@ pub mod serve;
 pub mod shim;
 pub mod tpm;
 
-/// Takes a mutex even when a thread panicked holding it: the state it guards here (maps,
-/// slots, terminal handles) stays consistent between statements, so a panic elsewhere must not
-/// take the rest of the agent or the shim down with it.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Takes a mutex even when a thread panicked holding it ([`fogshell_shared::sync::lock`]).
+pub(crate) use fogshell_shared::sync::lock;

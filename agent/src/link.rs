@@ -135,10 +135,7 @@ impl Link {
     }
 
     fn client(&self) -> quinn::ClientConfig {
-        self.client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        fogshell_shared::sync::lock(&self.client).clone()
     }
 
     /// Asks for the next certificate when the current one is due.
@@ -178,7 +175,7 @@ impl Link {
         let stored = renewal.store(&certificate_der).and_then(|not_after| {
             let (certificate, key) = renewal.identity()?;
             let client = client_config(certificate, key, self.ca.clone())?;
-            *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+            *fogshell_shared::sync::lock(&self.client) = client;
             Ok(not_after)
         });
         match stored {

@@ -82,7 +82,7 @@ impl Renewal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.state)
     }
 
     /// A certificate request (DER) for the node's key when renewal is due and none is out.

@@ -130,10 +130,8 @@ impl<R: Runtime> AgentReport<R> {
     fn health_now(&self) -> Health {
         let room = node_facts::room(&self.state_dir);
         let health = self.pressure.judge(&room);
-        let before = std::mem::replace(
-            &mut *self.last_health.lock().unwrap_or_else(|p| p.into_inner()),
-            health,
-        );
+        let before =
+            std::mem::replace(&mut *fogshell_shared::sync::lock(&self.last_health), health);
         if health != before {
             let (disk_size, disk_free) = room.disk.unwrap_or_default();
             let (memory_total, memory_available) = room.memory.unwrap_or_default();
@@ -192,7 +190,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
     }
 
     fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome) {
-        *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(welcome.admission.clone());
+        *fogshell_shared::sync::lock(&self.admission) = Some(welcome.admission.clone());
         self.attach_keys(welcome.attach_keys.clone());
     }
 
@@ -229,10 +227,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
             return events;
         };
         let known: Vec<SessionId> = {
-            let mut reported = self
-                .exits_reported
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut reported = fogshell_shared::sync::lock(&self.exits_reported);
             // Forget sessions that are gone, so the set stays as small as the node's sessions.
             reported.retain(|id| records.iter().any(|r| r.session_id == *id));
             reported.iter().copied().collect()
@@ -247,10 +242,7 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
                 });
             }
         }
-        let mut reported = self
-            .exits_reported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut reported = fogshell_shared::sync::lock(&self.exits_reported);
         reported.extend(
             events
                 .iter()
@@ -328,10 +320,7 @@ impl<R> AgentReport<R> {
     /// registry view: an image the coordinator admitted but the registry now serves
     /// differently, or re-signed, is refused before it runs.
     async fn admit(&self, image: &fogshell_shared::ImageRef) -> Result<(), CommandError> {
-        let policy = self
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let policy = fogshell_shared::sync::lock(&self.admission)
             .clone()
             .ok_or_else(|| CommandError {
                 code: ErrorCode::PolicyDenied,

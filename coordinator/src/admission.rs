@@ -136,19 +136,11 @@ impl Admission {
     /// Whether `image` may run: what was verified, and whether that came from the cache.
     pub async fn check(&self, image: &ImageRef) -> Result<(Verified, bool), Denied> {
         let key = image.to_string();
-        if let Some(verified) = self
-            .admitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(verified) = fogshell_shared::sync::lock(&self.admitted).get(&key) {
             return Ok((verified.clone(), true));
         }
         let verified = fogshell_supply::admit(&self.registry, &self.policy, image).await?;
-        self.admitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, verified.clone());
+        fogshell_shared::sync::lock(&self.admitted).insert(key, verified.clone());
         Ok((verified, false))
     }
 }

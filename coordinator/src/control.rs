@@ -536,7 +536,7 @@ impl ControlPlane {
         events: Vec<AuditEntry>,
         reason: Option<String>,
     ) -> Result<bool, ApiError> {
-        let _guard = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = fogshell_shared::sync::lock(&self.transitions);
         let stored = self
             .store
             .session(session.session_id)?

@@ -116,16 +116,13 @@ impl Fleet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Entry>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.nodes)
     }
 
     /// A node's link came up with this hello. Returns the connection's generation.
     pub fn connected(&self, hello: &Hello, rtt: Duration, now: Instant, at: Timestamp) -> u64 {
         let generation = {
-            let mut next = self
-                .next_generation
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut next = fogshell_shared::sync::lock(&self.next_generation);
             *next += 1;
             *next
         };

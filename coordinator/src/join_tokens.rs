@@ -144,7 +144,7 @@ impl TokenStore {
     }
 
     fn lock(&self) -> std::io::Result<Locked<'_>> {
-        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let local = fogshell_shared::sync::lock(&self.local);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

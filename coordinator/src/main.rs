@@ -325,11 +325,7 @@ fn parse_ttl(text: &str) -> Result<u32, String> {
 
 fn now() -> (time::OffsetDateTime, Timestamp) {
     let now = time::OffsetDateTime::now_utc();
-    let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    (
-        now,
-        Timestamp::from_unix_millis(millis).unwrap_or(Timestamp::UNIX_EPOCH),
-    )
+    (now, Timestamp::from_offset_date_time(now))
 }
 
 fn main() -> ExitCode {

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use fogshell_shared::frame::{ClientFrame, MAX_PAYLOAD_BYTES, ServerFrame, StreamState, TermSize};
+use fogshell_shared::sync::lock;
 use fogshell_shared::wire::PtyMessage;
 use fogshell_shared::wire::stream::{FramedReader, write_message};
 use fogshell_shared::{ErrorCode, NodeId, Placement, SessionStatus};
@@ -217,10 +218,6 @@ impl Flow {
         let (base_sent, base_offset) = self.base.filter(|_| self.acking)?;
         Some((base_sent + offset.saturating_sub(base_offset)).min(self.sent))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How a terminal's output ended.

@@ -32,6 +32,7 @@ pub mod placement;
 pub mod profile;
 pub mod secret;
 pub mod session;
+pub mod sync;
 pub mod timestamp;
 pub mod wire;
 

@@ -56,6 +56,26 @@ impl Timestamp {
         }
     }
 
+    /// From milliseconds since the Unix epoch, clamped into the range a timestamp holds.
+    fn clamped(millis: i128) -> Self {
+        let millis = millis.clamp(i128::from(MIN_MILLIS), i128::from(MAX_MILLIS));
+        Self(UnixMillis(i64::try_from(millis).unwrap_or(0)))
+    }
+
+    /// `at`, to the millisecond (clamped to years 0000–9999): the one way the binaries turn
+    /// their wall clock into a timestamp.
+    pub fn from_system_time(at: std::time::SystemTime) -> Self {
+        Self::clamped(match at.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i128::try_from(after.as_millis()).unwrap_or(i128::MAX),
+            Err(before) => -i128::try_from(before.duration().as_millis()).unwrap_or(i128::MAX),
+        })
+    }
+
+    /// `at`, to the millisecond (clamped to years 0000–9999).
+    pub fn from_offset_date_time(at: OffsetDateTime) -> Self {
+        Self::clamped(at.unix_timestamp_nanos().div_euclid(1_000_000))
+    }
+
     /// Milliseconds since the Unix epoch.
     pub fn unix_millis(self) -> i64 {
         self.0.0
@@ -130,6 +150,27 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clocks_convert_to_the_millisecond_and_clamp() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(
+            Timestamp::from_system_time(at).unix_millis(),
+            1_700_000_000_123
+        );
+        assert_eq!(
+            Timestamp::from_system_time(UNIX_EPOCH - Duration::from_millis(5)).unix_millis(),
+            -5
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(Timestamp::from_system_time(far).unix_millis(), MAX_MILLIS);
+        let odt = OffsetDateTime::from_unix_timestamp_nanos(1_500_000_999_999).unwrap();
+        assert_eq!(
+            Timestamp::from_offset_date_time(odt).unix_millis(),
+            1_500_000
+        );
+    }
 
     #[test]
     fn one_instant_has_one_spelling() {

@@ -258,10 +258,10 @@ impl ImageStore {
     /// returns its root filesystem and run config.
     pub fn prepare(&self, digest: &Digest) -> Result<PreparedImage, ImageError> {
         let lock = {
-            let mut map = self.unpacking.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = fogshell_shared::sync::lock(&self.unpacking);
             Arc::clone(map.entry(*digest).or_default())
         };
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = fogshell_shared::sync::lock(&lock);
 
         let manifest = self.manifest(digest)?;
         let config = self.run_config(&manifest)?;

@@ -102,10 +102,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panicked thread leaves the state as consistent as any write left it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        fogshell_shared::sync::lock(&self.state)
     }
 }
 
@@ -436,7 +433,7 @@ fn handle_request(
     controls: &Mutex<child::Controls>,
     lifecycle: &mpsc::Sender<Lifecycle>,
 ) -> std::io::Result<()> {
-    let controls = || controls.lock().unwrap_or_else(|p| p.into_inner());
+    let controls = || fogshell_shared::sync::lock(controls);
     match request {
         ShimRequest::Attach { size, from_offset } => {
             let mut viewer = conn.try_clone()?;

@@ -72,7 +72,7 @@ impl RateLimiter {
     /// Takes one request from `tenant`'s bucket at `now`.
     pub fn check(&self, tenant: &TenantId, now: Instant) -> Decision {
         let RateLimit { burst, per_second } = self.limit;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = fogshell_shared::sync::lock(&self.buckets);
         if buckets.len() > 10_000 {
             buckets.retain(|_, b| now.duration_since(b.updated) < FORGET_AFTER);
         }

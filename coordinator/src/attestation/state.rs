@@ -91,7 +91,7 @@ impl AttestationState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, NodeRecord>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.nodes)
     }
 
     /// What is pinned for `node`.

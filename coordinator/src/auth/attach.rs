@@ -103,7 +103,7 @@ impl AttachTokens {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, KeyRing> {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.ring)
     }
 
     /// The public keys nodes check tokens with now.

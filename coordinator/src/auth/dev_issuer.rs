@@ -235,7 +235,7 @@ async fn authorize(
         );
     };
     {
-        let mut codes = issuer.codes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut codes = fogshell_shared::sync::lock(&issuer.codes);
         codes.retain(|_, c| c.issued.elapsed() < CODE_TTL);
         codes.insert(
             code.clone(),
@@ -297,11 +297,7 @@ async fn token(State(issuer): State<Arc<DevIssuer>>, Form(form): Form<TokenForm>
             "only authorization_code",
         );
     }
-    let pending = issuer
-        .codes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&form.code);
+    let pending = fogshell_shared::sync::lock(&issuer.codes).remove(&form.code);
     let Some(pending) = pending.filter(|p| p.issued.elapsed() < CODE_TTL) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,

@@ -44,10 +44,7 @@ impl Enrollment {
             .issue_node_certificate(node_id, csr_der, self.node_cert_lifetime, now)
         {
             Ok(cert) => {
-                let millis =
-                    i64::try_from(cert.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-                let not_after = fogshell_shared::Timestamp::from_unix_millis(millis)
-                    .unwrap_or(fogshell_shared::Timestamp::UNIX_EPOCH);
+                let not_after = fogshell_shared::Timestamp::from_offset_date_time(cert.not_after);
                 tracing::info!(%node_id, %not_after, "node certificate renewed");
                 (
                     Renewed::Issued {
@@ -90,9 +87,7 @@ impl Enrollment {
                 None,
             );
         }
-        let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let at = fogshell_shared::Timestamp::from_unix_millis(millis)
-            .unwrap_or(fogshell_shared::Timestamp::UNIX_EPOCH);
+        let at = fogshell_shared::Timestamp::from_offset_date_time(now);
         match self.tokens.redeem(&request.token, at) {
             Ok(token_id) => {
                 match self.ca.issue_node_certificate(

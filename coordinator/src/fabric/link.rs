@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 
 use fogshell_shared::ErrorCode;
+use fogshell_shared::NodeId;
 use fogshell_shared::audit::{AuditEvent, Outcome};
 use fogshell_shared::wire::stream::{FramedReader, ReadError, write_message};
 use fogshell_shared::wire::{
     AgentMessage, CoordinatorMessage, Refusal, SUPPORTED_VERSIONS, Welcome, negotiate,
 };
-use fogshell_shared::{NodeId, Timestamp};
 
 use super::nodes::NodeLink;
 use super::{Fabric, close};
@@ -24,13 +24,6 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long an agent may take to open its control stream and say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn now_timestamp() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    Timestamp::from_unix_millis(millis).unwrap_or(Timestamp::UNIX_EPOCH)
-}
 
 /// The node id in the peer's certificate (already verified against the CA by TLS).
 fn peer_node_id(connection: &quinn::Connection) -> Result<NodeId, String> {
@@ -129,7 +122,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                 .await;
             }
         };
-        let generation = fleet.connected(&hello, connection.rtt(), Instant::now(), now_timestamp());
+        let generation = fleet.connected(&hello, connection.rtt(), Instant::now(), crate::clock::now());
         tracing::info!(%node_id, version, region = %hello.region, "node connected");
         let fence = hooks.node_connected(&hello);
         hooks.record(
@@ -191,7 +184,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                         &hb,
                         connection.rtt(),
                         Instant::now(),
-                        now_timestamp(),
+                        crate::clock::now(),
                     );
                     // The node may serve its users on its own a while longer; a connection
                     // the fleet no longer counts renews nothing.

@@ -154,7 +154,7 @@ impl NodeLink {
         '_,
         BTreeMap<u64, oneshot::Sender<Result<CommandOutput, CommandError>>>,
     > {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.pending)
     }
 }
 
@@ -186,6 +186,6 @@ impl Links {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Arc<NodeLink>>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.links)
     }
 }

@@ -121,7 +121,7 @@ impl SqliteStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        fogshell_shared::sync::lock(&self.conn)
     }
 
     /// Every audit record in chain order, `batch` at a time, for `verify`.
