@@ -25,8 +25,6 @@ use crate::renew::Renewal;
 use crate::runtime::PtyStreams;
 use crate::shim::protocol::{ShimEvent, ShimRequest};
 
-/// How long a silent link lives before QUIC closes it; keep-alives go four times as often.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait between two dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -209,9 +207,10 @@ fn client_config(
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    use fogshell_shared::wire::transport::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-    transport.keep_alive_interval(Some(IDLE_TIMEOUT / 4));
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     client.transport_config(Arc::new(transport));
     Ok(client)
 }

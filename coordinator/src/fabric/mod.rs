@@ -37,24 +37,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// QUIC transport settings: a link silent for a second is closed (the node becomes
-/// `disconnected`); agents send keep-alives four times as often.
-pub fn transport(idle_timeout: std::time::Duration) -> quinn::TransportConfig {
+/// QUIC transport settings ([`fogshell_shared::wire::transport`], the agent's too): a link
+/// silent for a second is closed, keep-alives four times as often, a bounded stream window.
+pub fn transport() -> quinn::TransportConfig {
+    use fogshell_shared::wire::transport::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, STREAM_WINDOW};
     let mut transport = quinn::TransportConfig::default();
-    // A node may send this much of one stream ahead of the coordinator's reads. Terminal
-    // output is bounded by it end to end: small enough that little is queued when Ctrl-C
-    // stops a flood, large enough for the PTY's full speed at fog-node round-trip times.
     transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
-    transport.keep_alive_interval(Some(idle_timeout / 4));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     transport
 }
-
-/// The per-stream receive window, bytes.
-pub const STREAM_WINDOW: u32 = 128 * 1024;
-
-/// How long a link may be silent before QUIC closes it.
-pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The QUIC server configuration: TLS 1.3, the two ALPNs, node certificates verified against
 /// the CA when presented (the link requires one, checked per connection).
@@ -90,7 +82,7 @@ pub fn server_config(
     tls.alpn_protocols = vec![JOIN_ALPN.to_vec(), ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport(IDLE_TIMEOUT)));
+    config.transport_config(Arc::new(transport()));
     Ok(config)
 }
 

@@ -17,6 +17,7 @@ pub mod join;
 pub mod samples;
 #[cfg(feature = "io")]
 pub mod stream;
+pub mod transport;
 pub mod version;
 
 use serde::{Deserialize, Serialize};
