@@ -35,15 +35,8 @@ async fn node_events(
 ) -> Vec<Value> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let page = api
-            .get(
-                token,
-                &format!("/v1/events?event_type={event_type}&limit=1000"),
-                "/v1/events",
-            )
-            .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let found: Vec<Value> = events_of(&page.body, event_type)
+        let found: Vec<Value> = events_seen(api, token, event_type)
+            .await
             .into_iter()
             .filter(|e| e["actor"]["node_id"] == node)
             .collect();
@@ -567,7 +560,7 @@ async fn a_cut_uplink_keeps_the_direct_terminal_for_the_lease_then_fences_before
     relayed.expect_output("cloud", WAIT).await;
 
     // Never two copies taking input: the cloud copy started after the node had fenced.
-    let failovers = node_events_any(&api, &alice, "failover.started").await;
+    let failovers = events_seen(&api, &alice, "failover.started").await;
     let started_at = failovers
         .iter()
         .find(|e| e["details"]["session_id"] == id.as_str())
@@ -603,7 +596,7 @@ async fn create_in_any(api: &Api, token: &str) -> Value {
 }
 
 /// Every event of `event_type` the caller may see.
-async fn node_events_any(api: &Api, token: &str, event_type: &str) -> Vec<Value> {
+async fn events_seen(api: &Api, token: &str, event_type: &str) -> Vec<Value> {
     let page = api
         .get(
             token,
