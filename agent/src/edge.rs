@@ -41,11 +41,20 @@ struct Outbox {
     dropped: u64,
 }
 
+/// What the coordinator tells the gateway to trust, as it is kept on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Trust {
+    /// The keys attach tokens are signed with.
+    keys: Vec<AttachKey>,
+    /// The origins browser pages may open terminals from.
+    console_origins: Vec<String>,
+}
+
 /// The edge gateway's durable state.
 #[derive(Debug)]
 pub struct EdgeState {
     dir: PathBuf,
-    keys: Mutex<Vec<AttachKey>>,
+    trust: Mutex<Trust>,
     outbox: Mutex<Outbox>,
     /// Woken when a record is added, so the link sends it at once.
     recorded: Notify,
@@ -61,7 +70,7 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-const KEYS_FILE: &str = "attach-keys.json";
+const TRUST_FILE: &str = "trust.json";
 const OUTBOX_FILE: &str = "audit-outbox.json";
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
@@ -83,12 +92,12 @@ impl EdgeState {
     pub fn open(state_dir: &Path) -> Result<Self, String> {
         let dir = state_dir.join("edge");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let keys: Vec<AttachKey> = read_json(&dir.join(KEYS_FILE))?;
+        let trust: Trust = read_json(&dir.join(TRUST_FILE))?;
         let mut outbox: Outbox = read_json(&dir.join(OUTBOX_FILE))?;
         outbox.next_seq = outbox.next_seq.max(1);
         Ok(Self {
             dir,
-            keys: Mutex::new(keys),
+            trust: Mutex::new(trust),
             outbox: Mutex::new(outbox),
             recorded: Notify::new(),
             // Until a welcome says otherwise, a grant is worth nothing.
@@ -168,22 +177,44 @@ impl EdgeState {
 
     /// The keys tokens are checked against now.
     pub fn keys(&self) -> Vec<AttachKey> {
-        lock(&self.keys).clone()
+        lock(&self.trust).keys.clone()
+    }
+
+    /// The origins browser pages may open terminals from.
+    pub fn console_origins(&self) -> Vec<String> {
+        lock(&self.trust).console_origins.clone()
     }
 
     /// Takes the coordinator's published keys (from a welcome or a rotation) and keeps them.
     pub fn set_keys(&self, mut keys: Vec<AttachKey>) {
         keys.truncate(MAX_KEYS);
-        let mut current = lock(&self.keys);
-        if *current == keys {
+        self.update_trust(|trust| trust.keys = keys);
+    }
+
+    /// Takes the consoles' origins from a welcome and keeps them.
+    pub fn set_console_origins(&self, mut origins: Vec<String>) {
+        origins.truncate(fogshell_gateway::MAX_ORIGINS);
+        origins.retain(|o| o.len() <= fogshell_shared::wire::edge::MAX_GATEWAY_URL);
+        self.update_trust(|trust| trust.console_origins = origins);
+    }
+
+    fn update_trust(&self, change: impl FnOnce(&mut Trust)) {
+        let mut trust = lock(&self.trust);
+        let mut next = trust.clone();
+        change(&mut next);
+        if *trust == next {
             return;
         }
-        if let Err(error) = write_json(&self.dir.join(KEYS_FILE), &keys) {
-            // Still used in memory: only a restart during a partition would miss them.
-            tracing::warn!(%error, "could not keep the attach keys");
+        if let Err(error) = write_json(&self.dir.join(TRUST_FILE), &next) {
+            // Still used in memory: only a restart during a partition would miss it.
+            tracing::warn!(%error, "could not keep what the coordinator trusts");
         }
-        tracing::info!(keys = keys.len(), "attach keys updated");
-        *current = keys;
+        tracing::info!(
+            keys = next.keys.len(),
+            origins = ?next.console_origins,
+            "attach keys and console origins updated"
+        );
+        *trust = next;
     }
 
     /// Records what the gateway decided; returns the record's number (`None` when the outbox
@@ -276,9 +307,11 @@ mod tests {
             kid: 4,
             public_key: [1; 32],
         }]);
+        state.set_console_origins(vec!["https://shell.example.org".into()]);
         drop(state);
         let state = EdgeState::open(dir.path()).unwrap();
         assert_eq!(state.keys().len(), 1);
+        assert_eq!(state.console_origins(), ["https://shell.example.org"]);
         let pending: Vec<u64> = state.pending_after(0).iter().map(|r| r.seq).collect();
         assert_eq!(pending, [1, 2]);
         assert_eq!(state.pending_after(1).len(), 1);

@@ -139,6 +139,7 @@ impl<N: LocalNode> Gateway<N> {
 async fn attach<N: LocalNode>(
     State(gateway): State<Arc<Gateway<N>>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     query: Result<axum::extract::Query<PtyQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -163,6 +164,20 @@ async fn attach<N: LocalNode>(
         Ok(size) => size,
         Err(e) => return bad(e.into()),
     };
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("(not text)"));
+    if !fogshell_gateway::origin_allowed(origin, &gateway.edge.console_origins()) {
+        return gateway.refuse(
+            ErrorCode::Forbidden,
+            fogshell_gateway::ORIGIN_REFUSED,
+            format!(
+                "terminals open here only from the console's pages, not from {}",
+                origin.unwrap_or_default()
+            ),
+            Some(session_id),
+        );
+    }
     if let Err(refused) = fogshell_shared::attach_token::verify(
         &query.token,
         &gateway.edge.keys(),

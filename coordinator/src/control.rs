@@ -123,6 +123,8 @@ pub struct ControlPlane {
     placement: PlacementPolicy,
     /// `ws://host:port` or `wss://host:port`: where clients reach the gateway.
     public_ws: String,
+    /// Where browser pages may open terminals from.
+    console_origins: Vec<String>,
     /// Lifecycle changes, for attached terminals.
     changes: broadcast::Sender<SessionChange>,
     /// Serialises read-check-write of session rows (held only around store calls).
@@ -177,6 +179,9 @@ pub struct ControlConfig {
     pub public_ws: String,
     /// How long an attach token opens a terminal.
     pub attach_token_ttl: Duration,
+    /// The origins of the consoles whose pages may open terminals (the coordinator's own
+    /// first); nodes' gateways get them in the welcome.
+    pub console_origins: Vec<String>,
 }
 
 impl ControlPlane {
@@ -195,6 +200,7 @@ impl ControlPlane {
             placement,
             public_ws,
             attach_token_ttl,
+            console_origins,
         } = config;
         if !images.default_image.is_pinned() {
             return Err(format!(
@@ -212,6 +218,7 @@ impl ControlPlane {
             admission,
             placement,
             public_ws,
+            console_origins,
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             transitions: Mutex::new(()),
         })
@@ -220,6 +227,11 @@ impl ControlPlane {
     /// The attach-token keys (the fabric publishes them to nodes).
     pub fn attach_tokens(&self) -> &Arc<AttachTokens> {
         &self.attach
+    }
+
+    /// The origins browser pages may open terminals from.
+    pub fn console_origins(&self) -> &[String] {
+        &self.console_origins
     }
 
     /// The coordinator's relay as a base WebSocket URL (`wss://host:port`).

@@ -171,6 +171,11 @@ struct ServeArgs {
     /// nodes' own gateways, which check it offline.
     #[arg(long, default_value = "60s", value_parser = parse_attach_ttl)]
     attach_token_ttl: std::time::Duration,
+    /// The origin (`https://host[:port]`) of a console other than the coordinator's own whose
+    /// pages may open terminals; repeatable. Browsers from any other page are refused
+    /// (`pty.origin_refused`) at the relay and at the nodes' gateways.
+    #[arg(long = "console-origin")]
+    console_origins: Vec<String>,
     /// A PEM file of TPM manufacturer CA certificates (issuing intermediates included) that
     /// EK certificates must chain to; repeatable. Without one no node becomes `attested`.
     #[arg(long = "tpm-ca", value_name = "PEM")]
@@ -556,6 +561,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         lost_within: args.node_lost_after,
         attach_token_ttl: args.attach_token_ttl,
+        console_origins: args.console_origins,
         heartbeat_interval: args.heartbeat_interval,
         client_scope,
         node_cert_lifetime: time::Duration::try_from(args.node_cert_lifetime)

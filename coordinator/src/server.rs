@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub registry_auth_file: Option<PathBuf>,
     /// How long an attach token opens a terminal.
     pub attach_token_ttl: Duration,
+    /// Origins of consoles other than the coordinator's own whose pages may open terminals.
+    pub console_origins: Vec<String>,
 }
 
 /// A started coordinator.
@@ -201,6 +203,14 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         .trim_end_matches('/')
         .to_owned();
     let public_ws = public_url.replacen("http", "ws", 1);
+    let mut console_origins = vec![fogshell_gateway::origin_of(&public_url)];
+    console_origins.extend(
+        config
+            .console_origins
+            .iter()
+            .map(|o| fogshell_gateway::origin_of(o)),
+    );
+    console_origins.truncate(fogshell_gateway::MAX_ORIGINS);
 
     let quic_config = fabric::server_config(&ca, &config.names, now_offset())?;
     let endpoint = fabric::bind(config.quic_listen, quic_config)
@@ -249,6 +259,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
             placement: config.placement.clone(),
             public_ws,
             attach_token_ttl: config.attach_token_ttl,
+            console_origins,
         },
     )?);
     let enrollment = Arc::new(Enrollment {
@@ -265,6 +276,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         attestor: Arc::new(config.attestation.attestor(&config.data_dir)?),
         admission: Arc::new(admission.policy().clone()),
         attach: Arc::clone(control.attach_tokens()),
+        console_origins: Arc::new(control.console_origins().to_vec()),
     };
     let state = Arc::new(AppState {
         control: Arc::clone(&control),

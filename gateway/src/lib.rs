@@ -47,3 +47,48 @@ pub fn probe_response() -> Response {
     )
         .into_response()
 }
+
+/// The rule id of a terminal refused for its page's origin.
+pub const ORIGIN_REFUSED: &str = "pty.origin_refused";
+
+/// The most origins a gateway accepts browsers from.
+pub const MAX_ORIGINS: usize = 16;
+
+/// `scheme://host[:port]` of a URL, lower-cased: what a browser sends as `Origin`.
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!("{scheme}://{authority}").to_ascii_lowercase()
+}
+
+/// Whether a terminal's WebSocket may be opened from `origin` (the request's `Origin`
+/// header): a browser only from one of `allowed` (the console's origins) — the second lock
+/// after the token, since a token in a URL can leak through logs and history. A client
+/// without an `Origin` (the CLI, an API client) is no browser page and is let through.
+pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    origin.is_none_or(|origin| {
+        let origin = origin.trim().to_ascii_lowercase();
+        allowed.iter().any(|a| origin_of(a) == origin)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_come_only_from_the_consoles_origins() {
+        let allowed = vec!["https://Shell.example.org/console/".to_owned()];
+        assert!(origin_allowed(None, &allowed), "no Origin: not a browser");
+        assert!(origin_allowed(Some("https://shell.example.org"), &allowed));
+        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
+        assert!(!origin_allowed(Some("http://shell.example.org"), &allowed));
+        assert!(!origin_allowed(
+            Some("https://shell.example.org:444"),
+            &allowed
+        ));
+        assert!(!origin_allowed(Some("null"), &allowed));
+        assert!(!origin_allowed(Some("https://shell.example.org"), &[]));
+        assert_eq!(origin_of("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    }
+}

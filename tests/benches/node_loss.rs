@@ -89,6 +89,7 @@ fn main() {
                 )
                 .unwrap(),
             ),
+            console_origins: Arc::default(),
         };
         tokio::spawn(fabric::serve(endpoint, fabric.clone()));
         tokio::spawn(fabric::link::sweep_forever(fabric));

@@ -44,6 +44,15 @@ impl Viewer {
         Self::connect_url(format!("{ws_url}?token={token}&cols={cols}&rows={rows}")).await
     }
 
+    /// Connects as a browser page at `origin` would (80×24).
+    pub async fn connect_from(origin: &str, ws_url: &str, token: &str) -> Result<Self, Refused> {
+        Self::connect_request(
+            format!("{ws_url}?token={token}&cols=80&rows=24"),
+            Some(origin),
+        )
+        .await
+    }
+
     /// Attaches with `attach` (an attach answer), the output resumed at `from_offset`.
     pub async fn attach_from(attach: &Value, from_offset: u64) -> Self {
         let url = attach["ws_url"].as_str().expect("ws_url");
@@ -56,8 +65,17 @@ impl Viewer {
     }
 
     async fn connect_url(url: String) -> Result<Self, Refused> {
+        Self::connect_request(url, None).await
+    }
+
+    async fn connect_request(url: String, origin: Option<&str>) -> Result<Self, Refused> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-        let request = url.as_str().into_client_request().expect("a ws URL");
+        let mut request = url.as_str().into_client_request().expect("a ws URL");
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().expect("an origin header"));
+        }
         let authority = request.uri().authority().expect("host:port").to_string();
         let tcp = TcpStream::connect(&authority)
             .await

@@ -136,12 +136,39 @@ async fn a_terminal_attaches_at_its_nodes_gateway_and_the_relay_is_its_fallback(
     relayed.type_bytes(b"echo \"rel\"\"ayed\"\n").await;
     direct.expect_output("relayed", WAIT).await;
 
-    // The direct attach is in the coordinator's chain, once, recorded by the node.
-    let attached = node_events(&api, &alice, "session.attached", "fog-a", |found| {
+    // A browser opens terminals only from the console's pages: the coordinator's origin,
+    // which fog-a learned in its welcome. Any other page is refused, with evidence.
+    let ws_url = body["attach"]["ws_url"].as_str().unwrap();
+    let console = stack.api.clone();
+    Viewer::connect_from(&console, ws_url, token)
+        .await
+        .unwrap_or_else(|r| panic!("the console's page refused: {} {}", r.status, r.body));
+    for (url, evidence) in [(ws_url, "edge:fog-a/"), (relay, "/v1/events/")] {
+        let refused = Viewer::connect_from("https://evil.example", url, token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url} took a terminal from another page"));
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert!(
+            refused.body["evidence_pointer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(evidence)),
+            "{}",
+            refused.body
+        );
+    }
+    let denied = node_events(&api, &alice, "policy.denied", "fog-a", |found| {
         !found.is_empty()
     })
     .await;
-    assert_eq!(attached.len(), 1, "{attached:?}");
+    assert_eq!(denied[0]["details"]["rule_id"], "pty.origin_refused");
+
+    // The direct attach is in the coordinator's chain, once, recorded by the node.
+    let attached = node_events(&api, &alice, "session.attached", "fog-a", |found| {
+        found.len() >= 2
+    })
+    .await;
+    assert_eq!(attached.len(), 2, "the two direct viewers: {attached:?}");
     assert_eq!(attached[0]["details"]["session_id"], id.as_str());
     assert_eq!(attached[0]["tenant"], "org-a");
 

@@ -38,6 +38,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 pub(super) async fn attach(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiQuery(query): ApiQuery<PtyQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -51,6 +52,22 @@ pub(super) async fn attach(
                 format!("a WebSocket upgrade is required: {e}"),
             )
         })?;
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .map(|o| o.to_str().unwrap_or("(not text)"));
+        if !fogshell_gateway::origin_allowed(origin, state.control.console_origins()) {
+            return Err(state.control.deny(
+                None,
+                fogshell_shared::audit::Actor::System,
+                ErrorCode::Forbidden,
+                fogshell_gateway::ORIGIN_REFUSED,
+                format!(
+                    "terminals open here only from the console's pages, not from {}",
+                    origin.unwrap_or_default()
+                ),
+                Some(session_id.to_string()),
+            ));
+        }
         let size = query
             .size()
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;

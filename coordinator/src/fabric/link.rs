@@ -66,6 +66,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
         attestor,
         admission,
         attach,
+        console_origins,
     } = fabric;
     let remote = connection.remote_address();
     let node_id = match peer_node_id(&connection) {
@@ -143,6 +144,7 @@ pub async fn serve_connection(connection: quinn::Connection, fabric: Fabric) {
                 fogshell_shared::lease::duration_for(fleet.lost_after()).as_millis(),
             )
             .unwrap_or(u32::MAX),
+            console_origins: (*console_origins).clone(),
         });
         // Key rotations from here on are pushed to the node.
         let mut keys = attach.subscribe();

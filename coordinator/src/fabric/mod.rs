@@ -134,6 +134,8 @@ pub struct Fabric {
     pub admission: Arc<fogshell_shared::admission::AdmissionPolicy>,
     /// The attach-token keys, published to every node (its edge gateway checks tokens).
     pub attach: Arc<crate::auth::attach::AttachTokens>,
+    /// The consoles' origins, for the nodes' gateways to check browsers against.
+    pub console_origins: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for Fabric {

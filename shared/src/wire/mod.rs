@@ -198,6 +198,9 @@ pub struct Welcome {
     /// How long each grant lets the node serve users on its own, in milliseconds
     /// ([`crate::lease`]); the welcome grants the hello.
     pub lease_ms: u32,
+    /// The origins (`https://host[:port]`) of the consoles whose pages may open terminals at
+    /// the node's gateway; a browser's `Origin` must be one of them.
+    pub console_origins: Vec<String>,
 }
 
 /// The coordinator's refusal of a hello.

@@ -207,6 +207,7 @@ pub fn coordinator_messages() -> Vec<CoordinatorMessage> {
             },
             attach_keys: vec![attach_key()],
             lease_ms: 1600,
+            console_origins: vec!["https://shell.example.org".into()],
         }),
         CoordinatorMessage::LeaseGrant { seq: 9 },
         CoordinatorMessage::AttachKeys(vec![attach_key()]),
