@@ -117,8 +117,16 @@ impl EdgeState {
         lock(&self.lease).sent(seq, now());
     }
 
-    /// The welcome: what each grant is worth, and the hello's grant.
-    pub fn lease_welcomed(&self, lease: Duration) {
+    /// What a welcome tells the gateway: the attach keys, the consoles' origins, and the
+    /// lease (what each grant is worth, and the hello's grant).
+    pub fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome) {
+        self.set_keys(welcome.attach_keys.clone());
+        self.set_console_origins(welcome.console_origins.clone());
+        self.lease_welcomed(Duration::from_millis(u64::from(welcome.lease_ms)));
+    }
+
+    /// The welcome's lease: what each grant is worth, and the hello's grant.
+    fn lease_welcomed(&self, lease: Duration) {
         {
             let mut current = lock(&self.lease);
             current.set_duration(lease);
@@ -192,7 +200,7 @@ impl EdgeState {
     }
 
     /// Takes the consoles' origins from a welcome and keeps them.
-    pub fn set_console_origins(&self, mut origins: Vec<String>) {
+    fn set_console_origins(&self, mut origins: Vec<String>) {
         origins.truncate(fogshell_gateway::MAX_ORIGINS);
         origins.retain(|o| o.len() <= fogshell_shared::wire::edge::MAX_GATEWAY_URL);
         self.update_trust(|trust| trust.console_origins = origins);

@@ -38,15 +38,14 @@ const PIPE_BYTES: usize = 32 * 1024;
 struct Gateway<N> {
     node: Arc<N>,
     edge: Arc<EdgeState>,
-    node_id: NodeId,
-    /// How the sessions here are announced to a direct viewer.
+    /// This node, as its sessions are described to a direct viewer.
     placement: Placement,
 }
 
 impl<N> std::fmt::Debug for Gateway<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("node_id", &self.node_id)
+            .field("node_id", &self.placement.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +85,6 @@ pub async fn start<N: LocalNode>(
     let gateway = Arc::new(Gateway {
         node,
         edge,
-        node_id: placement.node_id.clone(),
         placement,
     });
     let app = Router::new()
@@ -128,7 +126,7 @@ impl<N: LocalNode> Gateway<N> {
         );
         let mut body = ErrorBody::new(code, message);
         if let Some(seq) = seq {
-            body = body.with_evidence(format!("edge:{}/{seq}", self.node_id));
+            body = body.with_evidence(format!("edge:{}/{seq}", self.placement.node_id));
         }
         fogshell_gateway::error_response(body)
     }
@@ -182,7 +180,7 @@ async fn attach<N: LocalNode>(
         &query.token,
         &gateway.edge.keys(),
         session_id,
-        Some(&gateway.node_id),
+        Some(&gateway.placement.node_id),
         crate::clock::now(),
     ) {
         return gateway.refuse(
@@ -198,7 +196,7 @@ async fn attach<N: LocalNode>(
             ErrorCode::NodeUnavailable,
             format!(
                 "node {} cannot reach the coordinator now: attach through the coordinator's relay",
-                gateway.node_id
+                gateway.placement.node_id
             ),
         ));
     }
@@ -222,7 +220,7 @@ async fn attach<N: LocalNode>(
     gateway
         .edge
         .record(crate::clock::now(), EdgeEvent::Attached { session_id });
-    let span = tracing::info_span!("pty", %session_id, node_id = %gateway.node_id, path = "direct");
+    let span = tracing::info_span!("pty", %session_id, node_id = %gateway.placement.node_id, path = "direct");
     // The shim's side of the terminal runs as for a coordinator's stream, over a pipe.
     let (gateway_end, agent_end) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(

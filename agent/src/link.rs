@@ -44,8 +44,6 @@ pub trait LocalNode: Send + Sync + 'static {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<CommandOutput, CommandError>> + Send;
-    /// The coordinator published new attach-token keys (a rotation).
-    fn attach_keys(&self, _keys: Vec<fogshell_shared::attach_token::AttachKey>) {}
     /// The edge gateway's state, when the node runs one: its audit records go up the link.
     fn edge(&self) -> Option<Arc<crate::edge::EdgeState>> {
         None
@@ -310,7 +308,7 @@ impl Link {
         };
         tracing::info!(%node_id, version = welcome.version, "linked to the coordinator");
         if let Some(edge) = &edge {
-            edge.lease_welcomed(Duration::from_millis(u64::from(welcome.lease_ms)));
+            edge.welcomed(&welcome);
         }
         node.welcomed(&welcome);
         on_welcome();
@@ -374,7 +372,11 @@ impl Link {
                         }.instrument(span));
                     }
                     Some(CoordinatorMessage::Renewed(answer)) => self.renewed(answer),
-                    Some(CoordinatorMessage::AttachKeys(keys)) => node.attach_keys(keys),
+                    Some(CoordinatorMessage::AttachKeys(keys)) => {
+                        if let Some(edge) = &edge {
+                            edge.set_keys(keys);
+                        }
+                    }
                     Some(CoordinatorMessage::LeaseGrant { seq }) => {
                         if let Some(edge) = &edge {
                             edge.lease_granted(seq);

@@ -191,16 +191,6 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
 
     fn welcomed(&self, welcome: &fogshell_shared::wire::Welcome) {
         *fogshell_shared::sync::lock(&self.admission) = Some(welcome.admission.clone());
-        self.attach_keys(welcome.attach_keys.clone());
-        if let Some(edge) = &self.edge {
-            edge.set_console_origins(welcome.console_origins.clone());
-        }
-    }
-
-    fn attach_keys(&self, keys: Vec<fogshell_shared::attach_token::AttachKey>) {
-        if let Some(edge) = &self.edge {
-            edge.set_keys(keys);
-        }
     }
 
     fn edge(&self) -> Option<Arc<crate::edge::EdgeState>> {

@@ -609,19 +609,15 @@ impl ControlPlane {
                 _ => None,
             }
         });
-        Ok(match direct {
-            Some(ws_url) => AttachInfo {
-                ws_url,
-                fallback_ws_url: Some(relay),
-                token: Secret::new(token),
-                expires_at,
-            },
-            None => AttachInfo {
-                ws_url: relay,
-                fallback_ws_url: None,
-                token: Secret::new(token),
-                expires_at,
-            },
+        let (ws_url, fallback_ws_url) = match direct {
+            Some(direct) => (direct, Some(relay)),
+            None => (relay, None),
+        };
+        Ok(AttachInfo {
+            ws_url,
+            fallback_ws_url,
+            token: Secret::new(token),
+            expires_at,
         })
     }
 
