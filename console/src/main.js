@@ -214,7 +214,7 @@ function statusText(frame) {
 // node lets the shell run 128 KiB ahead)…
 const ACK_EVERY = 16 * 1024;
 // …and hold output after a Ctrl-C for the gateway's `flush` answer this long at most.
-const CTRL_C_HOLD_MS = 250;
+const CTRL_C_HOLD_MS = 1000;
 
 class TerminalView {
   constructor(element) {

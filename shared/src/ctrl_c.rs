@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 /// Ctrl-C, the byte that starts a hold.
 pub const CTRL_C: u8 = 0x03;
 
-/// How long output is held for an answer at most: an answer takes about a millisecond; a
-/// gateway that never sends one (an older one) costs this once per Ctrl-C.
-pub const HOLD_AT_MOST: Duration = Duration::from_millis(250);
+/// How long output is held for an answer at most. The answer follows all the output the shell
+/// wrote before the interrupt, so it comes after the flood's window has drained to the
+/// screen: about a millisecond on a quick path, but a quarter of a second is not enough on a
+/// slow link or a busy machine, and then the stale output is drawn after all. A gateway that
+/// never answers (an older one) costs this once per Ctrl-C.
+pub const HOLD_AT_MOST: Duration = Duration::from_millis(1000);
 
 /// A client's `stdout` bookkeeping around its Ctrl-Cs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
