@@ -24,6 +24,7 @@ use fogshell_shared::{
     ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
     TrustTier,
 };
+use futures_util::FutureExt as _;
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
@@ -45,6 +46,18 @@ pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
 const RELEASE_AFTER_EXIT: Duration = Duration::from_secs(1);
 /// How often the TTL reaper looks for expired sessions.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When `POST /v1/sessions` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Respond {
+    /// Once the node runs the session; a failed start is the `POST`'s error. The default.
+    WhenRunning,
+    /// Once the session is placed and recorded (`Prefer: respond-async`, RFC 7240): the node
+    /// starts it meanwhile and the gateways hold its terminal until it runs, so the client's
+    /// round trip and the node's start overlap. A failed start is the session's `failed`
+    /// status, told to its terminal.
+    WhenPlaced,
+}
 
 /// Which images sessions may run.
 #[derive(Debug, Clone)]
@@ -347,10 +360,12 @@ impl ControlPlane {
     }
 
     /// `POST /v1/sessions`: place, record, allocate on the node, hand out an attach token.
+    /// `respond` says whether the answer waits for the node to run the session.
     pub async fn create_session(
-        &self,
+        self: &Arc<Self>,
         principal: &Principal,
         request: CreateSessionRequest,
+        respond: Respond,
     ) -> Result<CreateSessionResponse, ApiError> {
         request
             .validate()
@@ -395,10 +410,10 @@ impl ControlPlane {
                     Some(request.profile.to_string()),
                 )
             })?;
-        let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id);
+        let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id, ?respond);
         async move {
             let created_at = now();
-            let mut session = SessionRecord {
+            let session = SessionRecord {
                 session_id,
                 tenant: principal.tenant.clone(),
                 owner: principal.subject.clone(),
@@ -409,39 +424,57 @@ impl ControlPlane {
                 created_at,
                 expires_at: created_at
                     .plus_seconds(request.ttl_seconds)
-                    .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "ttl_seconds too large"))?,
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::InvalidRequest, "ttl_seconds too large")
+                    })?,
                 runtime_ref: None,
                 exit_code: None,
                 placement_hint: request.placement_hint.clone(),
             };
             let tenant = Some(&principal.tenant);
-            self.store.commit(Batch {
-                edge_cursor: None,
-                sessions: vec![session.clone()],
-                events: vec![
-                    entry(tenant, user(principal), Outcome::Success, AuditEvent::SessionCreated {
-                        session_id,
-                        profile: request.profile.clone(),
-                        ttl_seconds: request.ttl_seconds,
-                        image_ref: image_ref.clone(),
-                    }),
-                    entry(tenant, Actor::System, Outcome::Success, AuditEvent::PlacementDecided {
-                        session_id,
-                        node_id: placement.node_id.clone(),
-                        region: placement.region.clone(),
-                        trust_tier: placement.trust_tier,
-                        reasons: placement.reasons.clone(),
-                    }),
-                    entry(tenant, Actor::System, Outcome::Success, AuditEvent::ImageAdmitted {
-                        session_id,
-                        image_ref: image_ref.clone(),
-                        verified: verified.summary(),
-                        cached,
-                    }),
-                ],
-            })
-            // Never recorded: nothing else will give the node's share back.
-            .inspect_err(|_| self.fleet.ended(&placement.node_id, session_id, None))?;
+            self.store
+                .commit(Batch {
+                    edge_cursor: None,
+                    sessions: vec![session.clone()],
+                    events: vec![
+                        entry(
+                            tenant,
+                            user(principal),
+                            Outcome::Success,
+                            AuditEvent::SessionCreated {
+                                session_id,
+                                profile: request.profile.clone(),
+                                ttl_seconds: request.ttl_seconds,
+                                image_ref: image_ref.clone(),
+                            },
+                        ),
+                        entry(
+                            tenant,
+                            Actor::System,
+                            Outcome::Success,
+                            AuditEvent::PlacementDecided {
+                                session_id,
+                                node_id: placement.node_id.clone(),
+                                region: placement.region.clone(),
+                                trust_tier: placement.trust_tier,
+                                reasons: placement.reasons.clone(),
+                            },
+                        ),
+                        entry(
+                            tenant,
+                            Actor::System,
+                            Outcome::Success,
+                            AuditEvent::ImageAdmitted {
+                                session_id,
+                                image_ref: image_ref.clone(),
+                                verified: verified.summary(),
+                                cached,
+                            },
+                        ),
+                    ],
+                })
+                // Never recorded: nothing else will give the node's share back.
+                .inspect_err(|_| self.fleet.ended(&placement.node_id, session_id, None))?;
             let spec = AllocateSpec {
                 session_id,
                 tenant: principal.tenant.clone(),
@@ -451,68 +484,140 @@ impl ControlPlane {
                 placement: placement.clone(),
                 image_ref: image_ref.clone(),
             };
-            let result = match self.links.get(&placement.node_id) {
-                Some(link) => link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT).await,
-                None => Err(fogshell_shared::wire::CommandError {
-                    code: ErrorCode::NodeUnavailable,
-                    message: format!("node {} is not connected", placement.node_id),
-                }),
-            };
-            let node_id = placement.node_id.clone();
-            match result {
-                Ok(CommandOutput::Allocated { runtime_ref, image_digest }) => {
-                    let event = entry(tenant, Actor::Node { node_id: node_id.clone() }, Outcome::Success,
-                        AuditEvent::RuntimeAllocated { session_id, node_id, image_digest });
-                    session.runtime_ref = Some(runtime_ref);
-                    if !self.transition(&mut session, SessionStatus::Running, vec![event])? {
-                        // It ended while starting (its shell exited at once, or a DELETE won).
-                        tracing::info!(status = %session.status, "session ended while starting");
-                    }
-                }
-                Ok(other) => {
-                    self.fail(&mut session, format!("unexpected answer to allocate: {other:?}"))?;
-                    return Err(ApiError::internal("a node answered allocate with something else"));
-                }
-                Err(error) => {
-                    tracing::warn!(code = error.code.as_str(), message = %error.message, "allocation failed");
-                    self.fail(&mut session, error.message.clone())?;
-                    if error.code == ErrorCode::Timeout {
-                        // The node may still finish starting it: remove what it makes.
-                        self.release_on_node(&node_id, session_id).await;
-                    }
-                    if error.code == ErrorCode::PolicyDenied {
-                        // The node's own admission check refused the image (its registry now
-                        // serves something the policy does not admit): evidence, as any refusal.
-                        let (rule_id, reason) = error
-                            .message
-                            .split_once(": ")
-                            .filter(|(rule, _)| rule.starts_with("admission.") || rule.starts_with("image."))
-                            .unwrap_or(("node.refused", error.message.as_str()));
-                        return Err(self.deny(
-                            tenant,
-                            Actor::Node { node_id: node_id.clone() },
-                            ErrorCode::PolicyDenied,
-                            rule_id,
-                            format!("node {node_id} refused {image_ref}: {reason}"),
-                            Some(image_ref.to_string()),
-                        ));
-                    }
-                    let code = match error.code {
-                        ErrorCode::Timeout | ErrorCode::NodeUnavailable => error.code,
-                        _ => ErrorCode::NoCapacity,
-                    };
-                    return Err(ApiError::new(code, format!("the node could not start the session: {}", error.message)));
+            let attach = self.attach_info(&session)?;
+            let start = Arc::clone(self).start_on_node(session, spec);
+            match respond {
+                Respond::WhenRunning => start.await?,
+                Respond::WhenPlaced => {
+                    // Whatever happens now is the session's status (and its evidence).
+                    tokio::spawn(start.map(|_| ()).in_current_span());
                 }
             }
-            let attach = self.attach_info(&session)?;
-            tracing::info!(ws_url = %attach.ws_url, "session running");
-            Ok(CreateSessionResponse { session_id, attach, placement })
+            tracing::info!(ws_url = %attach.ws_url, "session answered");
+            Ok(CreateSessionResponse {
+                session_id,
+                attach,
+                placement,
+            })
         }
         .instrument(span)
         .await
     }
 
-    fn fail(&self, session: &mut SessionRecord, reason: String) -> Result<(), ApiError> {
+    /// Has the session's node start it, and records how that went: `running`, or `failed`
+    /// (the error the `POST` answers when it waited). A session that moved on meanwhile (a
+    /// `DELETE`, or its node lost and the session placed elsewhere) keeps its new state, and
+    /// what the node started late is removed there.
+    async fn start_on_node(
+        self: Arc<Self>,
+        mut session: SessionRecord,
+        spec: AllocateSpec,
+    ) -> Result<(), ApiError> {
+        let session_id = session.session_id;
+        let node_id = session.node_id().clone();
+        let result = match self.links.get(&node_id) {
+            Some(link) => {
+                link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT)
+                    .await
+            }
+            None => Err(fogshell_shared::wire::CommandError {
+                code: ErrorCode::NodeUnavailable,
+                message: format!("node {node_id} is not connected"),
+            }),
+        };
+        // Only the start this call made may settle the session.
+        let still_starting_here = |stored: &SessionRecord| {
+            stored.status == SessionStatus::Pending && stored.node_id() == &node_id
+        };
+        let tenant = session.tenant.clone();
+        let image_ref = session.image_ref.clone();
+        match result {
+            Ok(CommandOutput::Allocated {
+                runtime_ref,
+                image_digest,
+            }) => {
+                let event = entry(
+                    Some(&tenant),
+                    Actor::Node {
+                        node_id: node_id.clone(),
+                    },
+                    Outcome::Success,
+                    AuditEvent::RuntimeAllocated {
+                        session_id,
+                        node_id: node_id.clone(),
+                        image_digest,
+                    },
+                );
+                session.runtime_ref = Some(runtime_ref);
+                if !self.transition_if(
+                    &mut session,
+                    still_starting_here,
+                    SessionStatus::Running,
+                    vec![event],
+                    None,
+                )? {
+                    tracing::info!(status = %session.status, "the session moved on while it started: removing what the node started");
+                    self.release_on_node(&node_id, session_id).await;
+                }
+                Ok(())
+            }
+            Ok(other) => {
+                self.fail_start(
+                    &mut session,
+                    still_starting_here,
+                    format!("unexpected answer to allocate: {other:?}"),
+                )?;
+                Err(ApiError::internal(
+                    "a node answered allocate with something else",
+                ))
+            }
+            Err(error) => {
+                tracing::warn!(code = error.code.as_str(), message = %error.message, "allocation failed");
+                self.fail_start(&mut session, still_starting_here, error.message.clone())?;
+                if error.code == ErrorCode::Timeout {
+                    // The node may still finish starting it: remove what it makes.
+                    self.release_on_node(&node_id, session_id).await;
+                }
+                if error.code == ErrorCode::PolicyDenied {
+                    // The node's own admission check refused the image (its registry now
+                    // serves something the policy does not admit): evidence, as any refusal.
+                    let (rule_id, reason) = error
+                        .message
+                        .split_once(": ")
+                        .filter(|(rule, _)| {
+                            rule.starts_with("admission.") || rule.starts_with("image.")
+                        })
+                        .unwrap_or(("node.refused", error.message.as_str()));
+                    return Err(self.deny(
+                        Some(&tenant),
+                        Actor::Node {
+                            node_id: node_id.clone(),
+                        },
+                        ErrorCode::PolicyDenied,
+                        rule_id,
+                        format!("node {node_id} refused {image_ref}: {reason}"),
+                        Some(image_ref.to_string()),
+                    ));
+                }
+                let code = match error.code {
+                    ErrorCode::Timeout | ErrorCode::NodeUnavailable => error.code,
+                    _ => ErrorCode::NoCapacity,
+                };
+                Err(ApiError::new(
+                    code,
+                    format!("the node could not start the session: {}", error.message),
+                ))
+            }
+        }
+    }
+
+    /// Moves a session whose start failed to `failed`, if `allowed` by its stored row.
+    fn fail_start(
+        &self,
+        session: &mut SessionRecord,
+        allowed: impl Fn(&SessionRecord) -> bool,
+        reason: String,
+    ) -> Result<(), ApiError> {
         let event = entry(
             Some(&session.tenant),
             Actor::System,
@@ -523,8 +628,14 @@ impl ControlPlane {
                 image_digest: None,
             },
         );
-        tracing::info!(session_id = %session.session_id, %reason, "session failed");
-        self.transition(session, SessionStatus::Failed, vec![event])?;
+        tracing::info!(session_id = %session.session_id, %reason, "session failed to start");
+        self.transition_if(
+            session,
+            allowed,
+            SessionStatus::Failed,
+            vec![event],
+            Some(reason),
+        )?;
         Ok(())
     }
 
@@ -548,12 +659,24 @@ impl ControlPlane {
         events: Vec<AuditEntry>,
         reason: Option<String>,
     ) -> Result<bool, ApiError> {
+        self.transition_if(session, |_| true, next, events, reason)
+    }
+
+    /// [`Self::transition_because`], only if the stored row is `allowed` too.
+    fn transition_if(
+        &self,
+        session: &mut SessionRecord,
+        allowed: impl Fn(&SessionRecord) -> bool,
+        next: SessionStatus,
+        events: Vec<AuditEntry>,
+        reason: Option<String>,
+    ) -> Result<bool, ApiError> {
         let _guard = fogshell_shared::sync::lock(&self.transitions);
         let stored = self
             .store
             .session(session.session_id)?
             .ok_or_else(|| ApiError::internal("a session vanished from the store"))?;
-        if !stored.status.can_become(next) {
+        if !stored.status.can_become(next) || !allowed(&stored) {
             *session = stored;
             return Ok(false);
         }
@@ -827,9 +950,7 @@ impl ControlPlane {
         size: TermSize,
         from_offset: u64,
     ) -> Result<(SessionRecord, Terminal), ApiError> {
-        let session = self.store.session(session_id)?.ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
-        })?;
+        let session = self.started(session_id).await?;
         if session.status != SessionStatus::Running {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -856,6 +977,27 @@ impl ControlPlane {
             },
         )]))?;
         Ok((session, terminal))
+    }
+
+    /// The session as stored, once it is no longer `pending`: a client told of it before its
+    /// node ran it (`Prefer: respond-async`) attaches while the node is starting it.
+    async fn started(&self, session_id: SessionId) -> Result<SessionRecord, ApiError> {
+        let missing = || ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"));
+        // Listening before reading: a change between the two is not missed.
+        let mut changes = self.changes.subscribe();
+        let mut session = self.store.session(session_id)?.ok_or_else(missing)?;
+        let deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
+        while session.status == SessionStatus::Pending {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(change)) if change.session_id != session_id => continue,
+                // Its change, or changes missed: the store says where it is.
+                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {
+                    session = self.store.session(session_id)?.ok_or_else(missing)?;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+            }
+        }
+        Ok(session)
     }
 
     /// Ends every session whose TTL ran out; returns how many.
