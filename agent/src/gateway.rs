@@ -11,9 +11,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
@@ -30,6 +31,10 @@ use tracing::Instrument as _;
 use crate::config::GatewaySection;
 use crate::edge::EdgeState;
 use crate::link::{LocalNode, TerminalError, relay_terminal};
+use crate::runtime::PtyStreams;
+use crate::starts::{Board, Settled};
+use fogshell_shared::wire::CommandError;
+use tokio::sync::watch;
 
 /// Bytes in flight between the gateway's relay and the shim's: one coalesced output message.
 const PIPE_BYTES: usize = 32 * 1024;
@@ -202,14 +207,32 @@ async fn attach<N: LocalNode>(
     }
     let from_offset = query.from_offset.unwrap_or(0);
     let streams = match gateway.node.attach(session_id, size, from_offset).await {
-        Ok(streams) => streams,
+        Ok(streams) => Some(streams),
+        Err(error)
+            if error.code == ErrorCode::NotFound
+                || gateway.node.starts().borrow().is_starting(session_id) =>
+        {
+            match gateway.node.starts().borrow().settled(session_id) {
+                Some(Settled::Ended) => {
+                    return fogshell_gateway::error_response(ErrorBody::new(
+                        ErrorCode::Conflict,
+                        format!("session {session_id} has ended"),
+                    ));
+                }
+                Some(Settled::Failed(why)) => {
+                    return fogshell_gateway::error_response(ErrorBody::new(
+                        ErrorCode::Conflict,
+                        format!("session {session_id} could not start here: {why}"),
+                    ));
+                }
+                // The token says the session was placed here: its start may still be on
+                // the way, and the viewer is held for it.
+                None => None,
+            }
+        }
         Err(error) => {
-            let code = match error.code {
-                ErrorCode::NotFound => ErrorCode::NotFound,
-                _ => ErrorCode::NodeUnavailable,
-            };
             return fogshell_gateway::error_response(ErrorBody::new(
-                code,
+                ErrorCode::NodeUnavailable,
                 format!(
                     "session {session_id} cannot be attached here: {}",
                     error.message
@@ -217,10 +240,163 @@ async fn attach<N: LocalNode>(
             ));
         }
     };
+    let span = tracing::info_span!("pty", %session_id, node_id = %gateway.placement.node_id, path = "direct");
+    upgrade
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .on_upgrade(move |socket| {
+            async move {
+                let (socket, streams) = match streams {
+                    Some(streams) => (socket, streams),
+                    None => {
+                        match hold_until_started(&gateway, socket, session_id, size, from_offset)
+                            .await
+                        {
+                            Some(held) => held,
+                            None => return,
+                        }
+                    }
+                };
+                serve_viewer(gateway, socket, session_id, streams, size, from_offset).await;
+            }
+            .instrument(span)
+        })
+        .into_response()
+}
+
+/// How long a viewer whose session this node has not heard of waits for the coordinator's
+/// command to start it: the token was sent to the user as the command was sent here, and the
+/// two may arrive in either order.
+const COMMAND_ARRIVAL: Duration = Duration::from_secs(5);
+
+/// How long a viewer waits for a start in progress (an image pull included), as long as the
+/// coordinator waits for it.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Holds a viewer that came before its session's shell (the coordinator answered the user
+/// before the node ran it): tells it the shell is starting, and attaches once it runs. When
+/// the start failed, or never came, the viewer is told so and its socket closed: `failed` for
+/// a start that failed, 1001 ("going away", try the relay) for one this node never got.
+async fn hold_until_started<N: LocalNode>(
+    gateway: &Gateway<N>,
+    mut socket: WebSocket,
+    session_id: SessionId,
+    size: TermSize,
+    from_offset: u64,
+) -> Option<(WebSocket, PtyStreams)> {
+    let node_id = &gateway.placement.node_id;
+    relay::tell(
+        &mut socket,
+        StreamState::Connecting,
+        Some(format!("node {node_id} is starting the shell")),
+    )
+    .await;
+    let waited = tokio::time::timeout(
+        START_PATIENCE,
+        attach_once_started(gateway.node.starts(), session_id, || {
+            gateway.node.attach(session_id, size, from_offset)
+        }),
+    )
+    .await
+    .unwrap_or(Err(NotStarted::Unknown));
+    let (state, code, reason) = match waited {
+        Ok(streams) => return Some((socket, streams)),
+        Err(NotStarted::Failed(why)) => (
+            StreamState::Failed,
+            close_code::NORMAL,
+            format!("node {node_id} could not start the session: {why}"),
+        ),
+        Err(NotStarted::Ended) => (
+            StreamState::Failed,
+            close_code::NORMAL,
+            format!("session {session_id} has ended"),
+        ),
+        Err(NotStarted::Unknown) => (
+            StreamState::Interrupted,
+            close_code::GOING_AWAY,
+            format!(
+                "node {node_id} has no session {session_id}; continuing through the coordinator"
+            ),
+        ),
+    };
+    tracing::info!(%reason, "the held viewer is let go");
+    relay::tell(&mut socket, state, Some(reason.clone())).await;
+    relay::end(socket, code, &reason).await;
+    None
+}
+
+/// Why a held viewer's session did not start here.
+#[derive(Debug)]
+enum NotStarted {
+    /// The node tried and failed, for this reason.
+    Failed(String),
+    /// It ran here and ended.
+    Ended,
+    /// The node never heard of it (in time).
+    Unknown,
+}
+
+/// Attaches to the session once this node runs it (`attach` answers `not_found` until then):
+/// at once if it does, after the start in progress if there is one, or after a start that
+/// arrives within [`COMMAND_ARRIVAL`]. `board` is the node's [`crate::starts::Board`].
+async fn attach_once_started<T, A>(
+    mut board: watch::Receiver<Board>,
+    session_id: SessionId,
+    attach: impl Fn() -> A,
+) -> Result<T, NotStarted>
+where
+    A: Future<Output = Result<T, CommandError>>,
+{
+    let arrival = tokio::time::Instant::now() + COMMAND_ARRIVAL;
+    loop {
+        // Seen before trying: a start that settles during the try wakes the wait below.
+        board.borrow_and_update();
+        let error = match attach().await {
+            Ok(attached) => return Ok(attached),
+            Err(error) => error,
+        };
+        // A start that settled during the try: try again.
+        if board.has_changed().unwrap_or(false) {
+            continue;
+        }
+        let starting = {
+            let board = board.borrow();
+            match board.settled(session_id) {
+                Some(Settled::Failed(why)) => return Err(NotStarted::Failed(why.clone())),
+                Some(Settled::Ended) => return Err(NotStarted::Ended),
+                None => board.is_starting(session_id),
+            }
+        };
+        // While it starts, its shim may exist and not answer yet: only a settled session's
+        // errors count.
+        if !starting && error.code != ErrorCode::NotFound {
+            return Err(NotStarted::Failed(error.message));
+        }
+        let changed = if starting {
+            board.changed().await.is_ok()
+        } else {
+            matches!(
+                tokio::time::timeout_at(arrival, board.changed()).await,
+                Ok(Ok(()))
+            )
+        };
+        if !changed {
+            return Err(NotStarted::Unknown);
+        }
+    }
+}
+
+/// Serves an attached viewer until it leaves or the terminal stops here.
+async fn serve_viewer<N: LocalNode>(
+    gateway: Arc<Gateway<N>>,
+    socket: WebSocket,
+    session_id: SessionId,
+    streams: PtyStreams,
+    size: TermSize,
+    from_offset: u64,
+) {
     gateway
         .edge
         .record(crate::clock::now(), EdgeEvent::Attached { session_id });
-    let span = tracing::info_span!("pty", %session_id, node_id = %gateway.placement.node_id, path = "direct");
     // The shim's side of the terminal runs as for a coordinator's stream, over a pipe.
     let (gateway_end, agent_end) = tokio::io::duplex(PIPE_BYTES);
     tokio::spawn(
@@ -234,7 +410,7 @@ async fn attach<N: LocalNode>(
                 }
             }
         }
-        .instrument(span.clone()),
+        .in_current_span(),
     );
     let (read, write) = tokio::io::split(gateway_end);
     let terminal = Terminal::new(write, read);
@@ -243,12 +419,7 @@ async fn attach<N: LocalNode>(
         fenced: gateway.edge.fenced(),
         placement: placement.clone(),
     };
-    upgrade
-        .max_message_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| {
-            relay::relay(socket, direct, terminal, placement, size, from_offset).instrument(span)
-        })
-        .into_response()
+    relay::relay(socket, direct, terminal, placement, size, from_offset).await;
 }
 
 /// A direct viewer: served while the node's lease holds. When it runs out (the coordinator
@@ -304,5 +475,111 @@ impl Backend for Direct {
             .close(close_code::GOING_AWAY, "continue through the coordinator")
             .await;
         Rebound::Over
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::starts::Starts;
+
+    fn id() -> SessionId {
+        SessionId::from_random_bytes([7; 16])
+    }
+
+    /// An attach that finds the session once `running` is set.
+    async fn attach(running: &AtomicBool) -> Result<(), CommandError> {
+        if running.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(CommandError {
+                code: ErrorCode::NotFound,
+                message: "no such session".into(),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_viewer_is_held_through_a_start_that_arrives_later_and_takes_long() {
+        let starts = Arc::new(Starts::default());
+        let running = Arc::new(AtomicBool::new(false));
+        let node = {
+            let (starts, running) = (Arc::clone(&starts), Arc::clone(&running));
+            tokio::spawn(async move {
+                // The command arrives after the viewer, and the start outlasts the arrival
+                // window: the viewer waits for it all the same.
+                tokio::time::sleep(COMMAND_ARRIVAL / 2).await;
+                let start = starts.begin(id());
+                tokio::time::sleep(COMMAND_ARRIVAL * 3).await;
+                running.store(true, Ordering::SeqCst);
+                drop(start);
+            })
+        };
+        let attached = attach_once_started(starts.watch(), id(), || attach(&running)).await;
+        assert!(attached.is_ok(), "{attached:?}");
+        node.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shim_that_does_not_answer_yet_while_starting_is_waited_for() {
+        let starts = Starts::default();
+        let start = starts.begin(id());
+        let refusals = std::sync::atomic::AtomicU32::new(0);
+        let finish = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(start);
+        };
+        let attach = attach_once_started(starts.watch(), id(), || async {
+            if starts.watch().borrow().is_starting(id()) {
+                refusals.fetch_add(1, Ordering::SeqCst);
+                Err(CommandError {
+                    code: ErrorCode::Internal,
+                    message: "shim: connecting: Connection refused".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let ((), attached) = tokio::join!(finish, attach);
+        assert!(attached.is_ok(), "{attached:?}");
+        assert_eq!(refusals.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_start_or_an_ended_session_is_told_at_once() {
+        let starts = Starts::default();
+        let running = AtomicBool::new(false);
+        starts.begin(id()).failed("image refused".into());
+        let failed = attach_once_started(starts.watch(), id(), || attach(&running)).await;
+        assert!(
+            matches!(&failed, Err(NotStarted::Failed(why)) if why == "image refused"),
+            "{failed:?}"
+        );
+        starts.ended(id());
+        let ended = attach_once_started(starts.watch(), id(), || attach(&running)).await;
+        assert!(matches!(ended, Err(NotStarted::Ended)), "{ended:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_never_comes_lets_the_viewer_go_after_the_arrival_window() {
+        let starts = Starts::default();
+        let running = AtomicBool::new(false);
+        let before = tokio::time::Instant::now();
+        let waited = attach_once_started(starts.watch(), id(), || attach(&running)).await;
+        assert!(matches!(waited, Err(NotStarted::Unknown)), "{waited:?}");
+        assert_eq!(before.elapsed(), COMMAND_ARRIVAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_sessions_starting_do_not_hold_a_viewer_longer() {
+        let starts = Starts::default();
+        let running = AtomicBool::new(false);
+        let _other = starts.begin(SessionId::from_random_bytes([8; 16]));
+        let before = tokio::time::Instant::now();
+        let waited = attach_once_started(starts.watch(), id(), || attach(&running)).await;
+        assert!(matches!(waited, Err(NotStarted::Unknown)), "{waited:?}");
+        assert_eq!(before.elapsed(), COMMAND_ARRIVAL);
     }
 }

@@ -26,6 +26,7 @@ pub mod run;
 pub mod runtime;
 pub mod serve;
 pub mod shim;
+pub mod starts;
 pub mod tpm;
 
 /// Takes a mutex even when a thread panicked holding it ([`fogshell_shared::sync::lock`]).

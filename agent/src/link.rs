@@ -48,6 +48,11 @@ pub trait LocalNode: Send + Sync + 'static {
     fn edge(&self) -> Option<Arc<crate::edge::EdgeState>> {
         None
     }
+    /// The sessions being started now and the starts that failed lately, watched by the
+    /// gateway for viewers that arrive before their shell.
+    fn starts(&self) -> tokio::sync::watch::Receiver<crate::starts::Board> {
+        tokio::sync::watch::channel(crate::starts::Board::default()).1
+    }
     /// Attaches a terminal to a session this node runs, its output from `from_offset` (what
     /// the node still holds of it).
     fn attach(

@@ -20,6 +20,7 @@ use crate::enroll::IdentityPaths;
 use crate::link::{Link, LocalNode};
 use crate::node_facts;
 use crate::runtime::{PtyStreams, Runtime, RuntimeError, SessionRequest};
+use crate::starts::Starts;
 use crate::tpm::Tpm;
 use fogshell_shared::admission::AdmissionPolicy;
 
@@ -78,6 +79,8 @@ pub struct AgentReport<R> {
     gateway: crate::config::GatewaySection,
     /// The gateway's keys and audit records, when it is on.
     edge: Option<Arc<crate::edge::EdgeState>>,
+    /// Sessions being started, for viewers that reach the gateway first.
+    starts: Starts,
 }
 
 impl<R: Runtime> AgentReport<R> {
@@ -122,6 +125,7 @@ impl<R: Runtime> AgentReport<R> {
                 None => None,
             },
             gateway: config.gateway.clone(),
+            starts: Starts::default(),
         })
     }
 
@@ -197,6 +201,10 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
         self.edge.clone()
     }
 
+    fn starts(&self) -> tokio::sync::watch::Receiver<crate::starts::Board> {
+        self.starts.watch()
+    }
+
     async fn heartbeat(&self, seq: u64) -> Heartbeat {
         let records = self.runtime.host().records().unwrap_or_default();
         let running = self.runtime.list().await.unwrap_or_default();
@@ -247,13 +255,14 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
     async fn execute(&self, command: Command) -> Result<CommandOutput, CommandError> {
         match command {
             Command::Allocate(spec) => {
-                self.admit(&spec.image_ref).await?;
-                let request = SessionRequest::from(&*spec);
-                let runtime_ref = self
-                    .runtime
-                    .allocate(&request)
-                    .await
-                    .map_err(command_error)?;
+                let start = self.starts.begin(spec.session_id);
+                let started = async {
+                    self.admit(&spec.image_ref).await?;
+                    let request = SessionRequest::from(&*spec);
+                    self.runtime.allocate(&request).await.map_err(command_error)
+                }
+                .await;
+                let runtime_ref = started.inspect_err(|e| start.failed(e.message.clone()))?;
                 let image_digest = match self.runtime.driver() {
                     RuntimeDriver::Libcontainer => spec.image_ref.digest(),
                     RuntimeDriver::Process => None,
@@ -264,10 +273,18 @@ impl<R: Runtime + 'static> LocalNode for AgentReport<R> {
                 })
             }
             Command::Terminate { session_id } => {
+                // A start in progress settles first: removing a session half made races its
+                // shim, and the start would fail for a reason that is not one.
+                let _ = self
+                    .starts
+                    .watch()
+                    .wait_for(|board| !board.is_starting(session_id))
+                    .await;
                 self.runtime
                     .terminate(session_id)
                     .await
                     .map_err(command_error)?;
+                self.starts.ended(session_id);
                 Ok(CommandOutput::Terminated)
             }
             Command::EnforceLimits { session_id } => self

@@ -178,6 +178,23 @@ impl Outbox {
     }
 }
 
+/// Tells a viewer the gateway holds before relaying (its shell is still starting) the
+/// terminal's `state`; false once the viewer is gone.
+pub async fn tell(socket: &mut WebSocket, state: StreamState, reason: Option<String>) -> bool {
+    let frame = ServerFrame::Status {
+        state,
+        placement: None,
+        reason,
+        offset: None,
+    };
+    socket.send(text(&frame)).await.is_ok()
+}
+
+/// Closes such a viewer's socket with `code`.
+pub async fn end(mut socket: WebSocket, code: u16, reason: &str) {
+    let _ = socket.send(close(code, reason)).await;
+}
+
 fn text(frame: &ServerFrame) -> Message {
     Message::Text(frame.encode().into())
 }
