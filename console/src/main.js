@@ -132,13 +132,14 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, headers = {}) {
   if (!user || user.expired) throw new LoginNeeded();
   const response = await fetch(path, {
     method,
     headers: {
       authorization: `Bearer ${user.access_token}`,
       ...(body ? { "content-type": "application/json" } : {}),
+      ...headers,
     },
     body: body ? JSON.stringify(body) : undefined,
   });
@@ -190,7 +191,7 @@ function statusText(frame) {
   const why = frame.reason ? `: ${frame.reason}` : "";
   switch (frame.state) {
     case "connecting":
-      return `Connecting to ${where}…`;
+      return frame.reason ? `Starting: ${frame.reason}…` : `Connecting to ${where}…`;
     case "running":
       return `Connected to ${where}.`;
     case "interrupted":
@@ -538,11 +539,18 @@ async function createSession(event) {
   setStatus("connecting", "Measuring the way to your terminal…");
   const placement_hint = await measureGateways();
   setStatus("connecting", "Placing the session…");
-  const created = await api("POST", "/v1/sessions", {
-    profile: $("profile").value,
-    ttl_seconds: Number($("ttl").value),
-    ...(placement_hint ? { placement_hint } : {}),
-  });
+  // Answered once placed: the terminal connects while the node starts the shell (the
+  // gateway holds it until then), so the two waits overlap.
+  const created = await api(
+    "POST",
+    "/v1/sessions",
+    {
+      profile: $("profile").value,
+      ttl_seconds: Number($("ttl").value),
+      ...(placement_hint ? { placement_hint } : {}),
+    },
+    { prefer: "respond-async" },
+  );
   showPlacement(created.placement);
   terminalView.attach(created.session_id, created.attach, created.placement);
   refreshSessions();

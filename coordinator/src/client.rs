@@ -225,7 +225,9 @@ impl Client {
             .post(format!("{}{path}", self.base))
             .bearer_auth(token.expose());
         if let Some(body) = body {
-            request = request.json(body);
+            // The terminal is attached at once: the gateways hold it while the node starts
+            // the session, so the answer need not wait for that.
+            request = request.json(body).header("prefer", "respond-async");
         }
         let response = request.send().await.map_err(|e| format!("{doing}: {e}"))?;
         if !response.status().is_success() {
@@ -234,7 +236,8 @@ impl Client {
         response.json().await.map_err(|e| format!("{doing}: {e}"))
     }
 
-    /// `POST /v1/sessions`.
+    /// `POST /v1/sessions`, answered once the session is placed (`Prefer: respond-async`):
+    /// its node starts it while the client connects to its gateway.
     pub async fn create_session(
         &self,
         token: &Secret,
@@ -247,7 +250,7 @@ impl Client {
     /// Times a round trip to each gateway (`GET /v1/gateways`, then each probe, at once), for
     /// `placement_hint`: the relay's and each node gateway's it could reach within
     /// [`PROBE_TIMEOUT`]. A coordinator without the list gets no hint.
-    pub async fn measure_gateways(&self, token: &Secret) -> Option<PlacementHint> {
+    pub async fn measure_gateways(&self, token: &Secret) -> Option<Measured> {
         let response = self
             .http
             .get(format!("{}/v1/gateways", self.base))
@@ -271,6 +274,7 @@ impl Client {
             .map(|ms| (gateway, ms))
         });
         let mut hint = PlacementHint::default();
+        let mut nearest: Option<(u32, &GatewayView)> = None;
         for (gateway, ms) in futures_util::future::join_all(probes)
             .await
             .into_iter()
@@ -280,11 +284,60 @@ impl Client {
                 (GatewayKind::Relay, _) => hint.relay_rtt_ms = Some(ms),
                 (GatewayKind::Node, Some(node)) => {
                     hint.gateway_rtt_ms.insert(node.clone(), ms);
+                    if nearest.is_none_or(|(best, _)| ms < best) {
+                        nearest = Some((ms, gateway));
+                    }
                 }
                 (GatewayKind::Node, None) => {}
             }
         }
-        hint.measured_gateways().then_some(hint)
+        let nearest_gateway = nearest.map(|(_, gateway)| gateway.ws_url.clone());
+        hint.measured_gateways().then_some(Measured {
+            hint,
+            nearest_gateway,
+        })
+    }
+
+    /// Opens the transport (TCP, and TLS for `wss`) to the gateway at `ws_url` ahead of
+    /// the attach, while the session is being created: placement most likely picks the
+    /// nearest gateway, and then the attach costs one round trip instead of three.
+    pub async fn preconnect(&self, ws_url: &str) -> Result<Warm, String> {
+        let uri: axum::http::Uri = ws_url
+            .parse()
+            .map_err(|e| format!("the gateway URL {ws_url}: {e}"))?;
+        let io = self.transport(&uri).await?;
+        Ok(Warm {
+            ws_url: ws_url.trim_end_matches('/').to_owned(),
+            io,
+        })
+    }
+
+    /// TCP to `uri`'s host, with TLS over it for `wss`.
+    async fn transport(&self, uri: &axum::http::Uri) -> Result<Box<dyn Io>, String> {
+        let host = uri.host().ok_or("the attach URL has no host")?.to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("wss") {
+                443
+            } else {
+                80
+            });
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(if uri.scheme_str() == Some("wss") {
+            let name =
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS to {host}: {e}"))?,
+            )
+        } else {
+            Box::new(tcp)
+        })
     }
 
     /// `POST /v1/sessions/{id}/attach`: a fresh token.
@@ -297,14 +350,21 @@ impl Client {
     /// exit status. The best path first (`ws_url`); when that cannot be reached within
     /// [`DIRECT_TIMEOUT`], or stops serving the session, the relay (`fallback_ws_url`) with a
     /// fresh token, resuming the output where it stopped.
+    ///
+    /// `warm` is a transport opened ahead ([`Self::preconnect`]); it is used when `ws_url`
+    /// is on its gateway.
     pub async fn attach_here(
         &self,
         token: &Secret,
         session_id: SessionId,
         attach: &AttachInfo,
+        warm: Option<Warm>,
     ) -> Result<i32, String> {
+        let warm = warm
+            .filter(|warm| attach.ws_url.starts_with(&format!("{}/", warm.ws_url)))
+            .map(|warm| warm.io);
         let Some(fallback) = &attach.fallback_ws_url else {
-            let socket = self.connect(&attach.ws_url, &attach.token, 0).await?;
+            let socket = self.connect(warm, &attach.ws_url, &attach.token, 0).await?;
             return match relay_terminal(socket, &mut Keyboard::spawn(), false).await? {
                 Ended::Exit(code) => Ok(code),
                 Ended::Closed { why, .. } => Err(why),
@@ -312,7 +372,7 @@ impl Client {
         };
         let direct = tokio::time::timeout(
             DIRECT_TIMEOUT,
-            self.connect(&attach.ws_url, &attach.token, 0),
+            self.connect(warm, &attach.ws_url, &attach.token, 0),
         )
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {DIRECT_TIMEOUT:?}")));
@@ -337,7 +397,7 @@ impl Client {
         // The relay answers 503 while the node relinks (an agent restart): try again a while.
         let deadline = std::time::Instant::now() + FALLBACK_PATIENCE;
         let socket = loop {
-            match self.connect(relay, &fresh.token, from_offset).await {
+            match self.connect(None, relay, &fresh.token, from_offset).await {
                 Ok(socket) => break socket,
                 Err(why) if std::time::Instant::now() < deadline => {
                     tracing::debug!(%why, "the relay cannot attach yet");
@@ -352,9 +412,11 @@ impl Client {
         }
     }
 
-    /// Opens the terminal's WebSocket at `ws_url`, output from `from_offset`.
+    /// Opens the terminal's WebSocket at `ws_url`, output from `from_offset`, over `warm`
+    /// when given (a transport to its gateway opened ahead).
     async fn connect(
         &self,
+        warm: Option<Box<dyn Io>>,
         ws_url: &str,
         token: &Secret,
         from_offset: u64,
@@ -372,35 +434,38 @@ impl Client {
                 .into_client_request()
                 .map_err(|e| format!("the attach URL: {e}"))?
         };
-        let uri = request.uri().clone();
-        let host = uri.host().ok_or("the attach URL has no host")?.to_owned();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("wss") {
-                443
-            } else {
-                80
-            });
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        let io: Box<dyn Io> = if uri.scheme_str() == Some("wss") {
-            let name =
-                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-            Box::new(
-                tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS to {host}: {e}"))?,
-            )
-        } else {
-            Box::new(tcp)
+        let io = match warm {
+            Some(io) => io,
+            None => self.transport(request.uri()).await?,
         };
         let (socket, _) = tokio_tungstenite::client_async(request, io)
             .await
             .map_err(|e| format!("attaching: {e}"))?;
         Ok(socket)
+    }
+}
+
+/// What the client measured of its paths to the gateways.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The round trips, for `placement_hint`.
+    pub hint: PlacementHint,
+    /// The base WebSocket URL of the nearest node gateway, if one answered.
+    pub nearest_gateway: Option<String>,
+}
+
+/// A transport to a gateway opened ahead of the attach.
+pub struct Warm {
+    /// The gateway's base WebSocket URL.
+    ws_url: String,
+    io: Box<dyn Io>,
+}
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warm")
+            .field("ws_url", &self.ws_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -529,10 +594,19 @@ where
                         if let Some(at) = at {
                             offset = at;
                         }
-                        // Said when it is news: anything but the first `running`, and `running`
-                        // again after an interruption (typing reaches the shell again).
-                        if state != StreamState::Running || told.is_some_and(|t| t != StreamState::Running) {
-                            eprint!("\r\n[fogshell: session {state:?}{}]\r\n", reason.map(|r| format!(": {r}")).unwrap_or_default());
+                        // Said when it is news: not the shell starting, nor the first `running`,
+                        // but `running` again after an interruption (typing reaches the shell
+                        // again) and anything else.
+                        let news = match state {
+                            StreamState::Connecting => false,
+                            StreamState::Running => told.is_some_and(|t| !matches!(t, StreamState::Running | StreamState::Connecting)),
+                            _ => true,
+                        };
+                        if news {
+                            eprint!("\r\n[fogshell: session {state:?}{}]\r\n", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+                        }
+                        if state == StreamState::Failed {
+                            return Err(reason.unwrap_or_else(|| "the session failed".into()));
                         }
                         told = Some(state);
                     }

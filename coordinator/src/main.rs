@@ -644,14 +644,24 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
             Some(token) => fogshell_shared::Secret::new(token),
             None => client.login().await?,
         };
+        // Placed by the real path: round trips to the relay and the nodes' gateways.
+        let measured = client.measure_gateways(&token).await;
+        let nearest = measured.as_ref().and_then(|m| m.nearest_gateway.clone());
         let request = fogshell_shared::api::CreateSessionRequest {
             profile: args.profile,
             ttl_seconds: args.ttl,
-            // Placed by the real path: round trips to the relay and the nodes' gateways.
-            placement_hint: client.measure_gateways(&token).await,
+            placement_hint: measured.map(|m| m.hint),
             image_ref: args.image,
         };
-        let created = client.create_session(&token, &request).await?;
+        // The nearest gateway's transport opens while the session is created.
+        let preconnect = async {
+            match &nearest {
+                Some(url) => client.preconnect(url).await.ok(),
+                None => None,
+            }
+        };
+        let (created, warm) = tokio::join!(client.create_session(&token, &request), preconnect);
+        let created = created?;
         eprintln!(
             "[fogshell: session {} on {} ({}, {})]",
             created.session_id,
@@ -660,7 +670,7 @@ fn shell(args: ShellArgs) -> Result<i32, String> {
             created.placement.trust_tier
         );
         client
-            .attach_here(&token, created.session_id, &created.attach)
+            .attach_here(&token, created.session_id, &created.attach, warm)
             .await
     });
     // A read of the terminal may still be pending on tokio's blocking pool; it must not
