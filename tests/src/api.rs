@@ -61,10 +61,27 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        self.call_with(method, path, doc_path, token, body, &[])
+            .await
+    }
+
+    /// [`Self::call`] with request `headers`.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        doc_path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut request = self.http.request(
             method.parse().expect("an HTTP method"),
             format!("{}{path}", self.base),
         );
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -127,6 +144,19 @@ impl Api {
             "/v1/sessions",
             Some(token),
             Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/sessions` with `Prefer: respond-async`: answered once the session is placed.
+    pub async fn create_session_async(&self, token: &str, body: &Value) -> Answer {
+        self.call_with(
+            "POST",
+            "/v1/sessions",
+            "/v1/sessions",
+            Some(token),
+            Some(body),
+            &[("prefer", "respond-async")],
         )
         .await
     }

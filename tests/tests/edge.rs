@@ -203,6 +203,124 @@ async fn a_terminal_attaches_at_its_nodes_gateway_and_the_relay_is_its_fallback(
     stack.verify_audit();
 }
 
+/// `Prefer: respond-async`: the API answers once the session is placed and recorded, while
+/// the node starts it; the node's gateway and the relay hold a terminal attached meanwhile. A
+/// session deleted while it starts is removed from the node once the start lands, and its
+/// late viewers are told it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_once_placed_a_terminal_waits_at_the_gateway_for_its_shell() {
+    // A loss bound that leaves fog-a's lease room over its 1 s round trip.
+    let mut stack = Stack::coordinator_only(&["--node-lost-after", "6s"]);
+    // Commands take half a second to reach fog-a: the user hears long before the shell runs.
+    stack.add(&NodeSpec {
+        delay: Some(Duration::from_millis(500)),
+        ..edge_node("fog-a", "eu-west")
+    });
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let body = json!({"profile": "default", "ttl_seconds": 600,
+                      "placement_hint": {"relay_rtt_ms": 40, "gateway_rtt_ms": {"fog-a": 5}}});
+    let create = || async {
+        let created = api.create_session_async(&alice, &body).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.header("preference-applied"), Some("respond-async"));
+        created.body
+    };
+
+    // By default the answer waits for the shell: a command's round trip to fog-a at least.
+    let started = Instant::now();
+    let waited = api.create_session_from(&alice, &body).await;
+    assert_eq!(waited.status, 201, "{}", waited.body);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(waited.header("preference-applied"), None);
+    let id = waited.body["session_id"].as_str().unwrap();
+    assert_eq!(api.session_status(&alice, id).await, "running");
+    // fog-a has room for two sessions of the profile (a CPU each): make room.
+    let delete = |id: String| {
+        let (api, alice) = (&api, &alice);
+        async move {
+            let path = format!("/v1/sessions/{id}");
+            let answer = api
+                .call("DELETE", &path, "/v1/sessions/{id}", Some(alice), None)
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    };
+    delete(id.to_owned()).await;
+
+    // Straight to fog-a's gateway: held with a `connecting` status until the shell runs.
+    let direct = create().await;
+    let id = direct["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.session_status(&alice, &id).await, "pending");
+    let gateway = format!("ws://{}", stack.gateway("fog-a").addr);
+    assert!(
+        direct["attach"]["ws_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&gateway),
+        "{direct}"
+    );
+    let mut viewer = Viewer::attach(&direct["attach"]).await;
+    let connecting = viewer.expect_status("connecting", WAIT).await;
+    assert!(
+        connecting["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("starting")),
+        "{connecting}"
+    );
+    viewer.expect_status("running", WAIT).await;
+    assert_eq!(
+        viewer.frames[0], connecting,
+        "told first: {:?}",
+        viewer.frames
+    );
+    viewer.type_bytes(b"echo \"he\"\"ld\"\n").await;
+    viewer.expect_output("held", WAIT).await;
+    // The user may type before the coordinator hears that the shell runs: the node's answer
+    // is still half a second away.
+    api.wait_for_status(&alice, &id, "running", WAIT).await;
+    delete(id).await;
+
+    // Through the relay: held before the upgrade until the session runs.
+    let relayed = create().await;
+    let relay = relayed["attach"]["fallback_ws_url"].as_str().unwrap();
+    let token = relayed["attach"]["token"].as_str().unwrap();
+    let mut viewer = Viewer::connect(relay, token, 80, 24)
+        .await
+        .unwrap_or_else(|r| panic!("the relay refused: {} {}", r.status, r.body));
+    viewer.expect_status("running", WAIT).await;
+    viewer.type_bytes(b"echo \"rel\"\"ayed\"\n").await;
+    viewer.expect_output("relayed", WAIT).await;
+
+    // Deleted before its node ran it: the node's late start is removed again.
+    let deleted = create().await;
+    delete(deleted["session_id"].as_str().unwrap().to_owned()).await;
+    let ws_url = deleted["attach"]["ws_url"].as_str().unwrap();
+    let token = deleted["attach"]["token"].as_str().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        match Viewer::connect(ws_url, token, 80, 24).await {
+            Err(refused) if refused.status == 409 => break refused,
+            // Held, or attached while the late start was still there: not yet.
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("fog-a still serves a deleted session: {other:?}"),
+        }
+    };
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ended")),
+        "{}\n{}",
+        refused.body,
+        stack.logs()
+    );
+    stack.verify_audit();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_serves_tls_with_a_certificate_from_the_coordinators_ca() {
     let mut stack = Stack::coordinator_only(&[]);
