@@ -6,7 +6,7 @@
 //! Transitions follow [`SessionStatus::can_become`]; a change that lost a race (the session
 //! ended meanwhile) is dropped, never forced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,9 @@ use fogshell_shared::placement::{
 };
 use fogshell_shared::profile::{Profile, Profiles, TrustLoss};
 use fogshell_shared::wire::edge::{EdgeEvent, EdgeRecord};
-use fogshell_shared::wire::{AllocateSpec, Command, CommandOutput, Hello, NodeEvent};
+use fogshell_shared::wire::{
+    AllocateSpec, Command, CommandOutput, Hello, NodeEvent, RunningSession,
+};
 use fogshell_shared::{
     ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
     TrustTier,
@@ -142,6 +144,32 @@ pub struct ControlPlane {
     changes: broadcast::Sender<SessionChange>,
     /// Serialises read-check-write of session rows (held only around store calls).
     transitions: Mutex<()>,
+    /// Starts (creates and failovers) this process is waiting for: a node's hello settles
+    /// every other `pending` or `resuming` session on it.
+    in_flight: Arc<Mutex<BTreeSet<SessionId>>>,
+}
+
+/// A start this process is waiting for, until dropped.
+#[derive(Debug)]
+struct InFlight {
+    set: Arc<Mutex<BTreeSet<SessionId>>>,
+    session_id: SessionId,
+}
+
+impl InFlight {
+    fn new(set: &Arc<Mutex<BTreeSet<SessionId>>>, session_id: SessionId) -> Self {
+        fogshell_shared::sync::lock(set).insert(session_id);
+        Self {
+            set: Arc::clone(set),
+            session_id,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        fogshell_shared::sync::lock(&self.set).remove(&self.session_id);
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -234,6 +262,7 @@ impl ControlPlane {
             console_origins,
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             transitions: Mutex::new(()),
+            in_flight: Arc::default(),
         })
     }
 
@@ -412,6 +441,8 @@ impl ControlPlane {
             })?;
         let span = tracing::info_span!("session.create", %session_id, tenant = %principal.tenant, node_id = %placement.node_id, ?respond);
         async move {
+            // Before the row exists: a node's hello must not settle a start still under way.
+            let in_flight = InFlight::new(&self.in_flight, session_id);
             let created_at = now();
             let session = SessionRecord {
                 session_id,
@@ -485,7 +516,7 @@ impl ControlPlane {
                 image_ref: image_ref.clone(),
             };
             let attach = self.attach_info(&session)?;
-            let start = Arc::clone(self).start_on_node(session, spec);
+            let start = Arc::clone(self).start_on_node(session, spec, in_flight);
             match respond {
                 Respond::WhenRunning => start.await?,
                 Respond::WhenPlaced => {
@@ -512,6 +543,7 @@ impl ControlPlane {
         self: Arc<Self>,
         mut session: SessionRecord,
         spec: AllocateSpec,
+        _in_flight: InFlight,
     ) -> Result<(), ApiError> {
         let session_id = session.session_id;
         let node_id = session.node_id().clone();
@@ -1069,7 +1101,9 @@ impl ControlPlane {
         for running in &hello.running {
             match self.store.session(running.session_id)? {
                 Some(mut session) if session.node_id() == node_id && !session.status.is_final() => {
-                    if session.status == SessionStatus::Interrupted {
+                    if self.start_orphaned(&session) {
+                        self.adopt(&mut session, running)?;
+                    } else if session.status == SessionStatus::Interrupted {
                         let reason = format!("node {node_id} is back");
                         self.transition_because(
                             &mut session,
@@ -1091,6 +1125,24 @@ impl ControlPlane {
                 .iter()
                 .any(|r| r.session_id == session.session_id);
             let here = session.node_id() == node_id;
+            if here && !reported && self.start_orphaned(&session) {
+                // Its start was cut off (the coordinator that asked for it stopped): the
+                // node may still be making it, so it is fenced there too.
+                tracing::info!(session_id = %session.session_id, %node_id, "a start cut off: failed, and removed from the node");
+                let reason = format!(
+                    "its start on node {node_id} was cut off (the coordinator restarted) and the node does not run it"
+                );
+                self.fail_start(
+                    &mut session,
+                    |stored| {
+                        stored.status == SessionStatus::Pending
+                            || stored.status == SessionStatus::Resuming
+                    },
+                    reason,
+                )?;
+                fence.push(session.session_id);
+                continue;
+            }
             if here
                 && !reported
                 && matches!(
@@ -1114,6 +1166,53 @@ impl ControlPlane {
             }
         }
         Ok(fence)
+    }
+
+    /// Whether `session` is starting (`pending`, or `resuming` after a failover) with no one
+    /// here waiting for the start: the coordinator that asked for it stopped before the
+    /// node's answer. The node's hello settles it.
+    fn start_orphaned(&self, session: &SessionRecord) -> bool {
+        matches!(
+            session.status,
+            SessionStatus::Pending | SessionStatus::Resuming
+        ) && !fogshell_shared::sync::lock(&self.in_flight).contains(&session.session_id)
+    }
+
+    /// Takes over a session whose start outlived the coordinator that asked for it: its node
+    /// runs it, so it is `running`, with the `runtime.allocated` it never got.
+    fn adopt(&self, session: &mut SessionRecord, running: &RunningSession) -> Result<(), ApiError> {
+        let node_id = session.node_id().clone();
+        let image_digest = match running.runtime_ref.driver {
+            fogshell_shared::RuntimeDriver::Libcontainer => session.image_ref.digest(),
+            fogshell_shared::RuntimeDriver::Process => None,
+        };
+        let event = entry(
+            Some(&session.tenant),
+            Actor::Node {
+                node_id: node_id.clone(),
+            },
+            Outcome::Success,
+            AuditEvent::RuntimeAllocated {
+                session_id: session.session_id,
+                node_id: node_id.clone(),
+                image_digest,
+            },
+        );
+        let status = session.status;
+        session.runtime_ref = Some(running.runtime_ref.clone());
+        let reason = format!(
+            "node {node_id} runs it (its start outlived the coordinator that asked for it)"
+        );
+        if self.transition_if(
+            session,
+            |stored| stored.status == status && stored.node_id() == &node_id,
+            SessionStatus::Running,
+            vec![event],
+            Some(reason),
+        )? {
+            tracing::info!(session_id = %session.session_id, %node_id, "adopted a start cut off");
+        }
+        Ok(())
     }
 
     /// A node was lost: its sessions are interrupted, then each is moved to the nearest
@@ -1250,6 +1349,7 @@ impl ControlPlane {
         };
         let to = placement.node_id.clone();
         session.placement = placement.clone();
+        let _in_flight = InFlight::new(&self.in_flight, session_id);
         let started = vec![
             entry(
                 tenant,

@@ -195,6 +195,7 @@ impl Runtime for ContainerRuntime {
                 ));
             }
             let ready = self.prepare_image(request).await?;
+            tracing::debug!("image ready");
             let image = &ready.image;
             let dir = self.host.create_dir(request.session_id)?;
             // The shim forks and sets itself up while the bundle is written.
@@ -244,6 +245,7 @@ impl Runtime for ContainerRuntime {
                     limits: request.limits,
                     started_at: crate::clock::now(),
                 };
+                tracing::debug!(early = early.is_some(), "bundle written");
                 self.host.start(&record, &shim_spec, early).await?;
                 Ok(runtime_ref)
             }

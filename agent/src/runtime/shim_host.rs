@@ -301,6 +301,7 @@ impl ShimHost {
                 if answers.read_line(&mut line).await.ok()? == 0 {
                     return None;
                 }
+                tracing::debug!(answer = line.trim_end(), "the shim answered");
                 if line.starts_with("ready ") {
                     return Some(());
                 }
