@@ -93,14 +93,25 @@ fn read_rules(path: &Path) -> Result<Vec<Rule>, String> {
                 .map_err(|e| format!("{}: {e}", key_path.display()))?;
             keys.push(pem);
         }
-        rules.push(Rule {
+        let rule = Rule {
             name: rule.name,
             repositories: rule.repositories,
             keys,
             require_predicates: rule.require_predicates,
             builder_ids: rule.builder_ids,
             require_sbom: rule.require_sbom,
-        });
+        };
+        // The seed's "requires", to the letter: no rule may let an image in on less.
+        let missing = rule.missing_requirements();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{}: rule {} must require a signature, provenance and an SBOM (interfaces-v1 §2); it does not require {}",
+                path.display(),
+                rule.name,
+                missing.join(", ")
+            ));
+        }
+        rules.push(rule);
     }
     Ok(rules)
 }

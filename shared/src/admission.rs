@@ -99,6 +99,28 @@ pub fn repository_of(image: &ImageRef) -> String {
     }
 }
 
+impl Rule {
+    /// What interfaces-v1 §2 requires that this rule does not ask for: a cosign signature (a
+    /// trusted key), a provenance attestation (allowed builders, or a required SLSA
+    /// provenance predicate) and an SBOM. Empty when the rule holds images to all three.
+    pub fn missing_requirements(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.keys.is_empty() {
+            missing.push("a signature (keys)");
+        }
+        let provenance = !self.builder_ids.is_empty()
+            || self.require_predicates.iter().any(|p| is_provenance(p));
+        if !provenance {
+            missing.push("provenance (builder_ids, or a provenance in require_predicates)");
+        }
+        let sbom = self.require_sbom || self.require_predicates.iter().any(|p| is_sbom(p));
+        if !sbom {
+            missing.push("an SBOM (require_sbom = true)");
+        }
+        missing
+    }
+}
+
 impl AdmissionPolicy {
     /// The rule for `image`, if any.
     pub fn rule_for(&self, image: &ImageRef) -> Option<&Rule> {
@@ -172,6 +194,49 @@ impl Refusal {
 
 #[cfg(test)]
 mod tests {
+
+    fn rule(keys: &[&str], builders: &[&str], predicates: &[&str], sbom: bool) -> Rule {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Rule {
+            name: "r".into(),
+            repositories: vec!["registry.example.org/*".into()],
+            keys: strings(keys),
+            require_predicates: strings(predicates),
+            builder_ids: strings(builders),
+            require_sbom: sbom,
+        }
+    }
+
+    #[test]
+    fn a_rule_must_ask_for_a_signature_provenance_and_an_sbom() {
+        let tekton = "https://tekton.dev/chains/v2";
+        assert!(
+            rule(&["k"], &[tekton], &[], true)
+                .missing_requirements()
+                .is_empty()
+        );
+        assert!(
+            rule(&["k"], &[], &[PROVENANCE_V1, CYCLONEDX], false)
+                .missing_requirements()
+                .is_empty()
+        );
+        assert_eq!(
+            rule(&["k"], &[], &[], false).missing_requirements(),
+            vec![
+                "provenance (builder_ids, or a provenance in require_predicates)",
+                "an SBOM (require_sbom = true)"
+            ]
+        );
+        assert_eq!(
+            rule(&[], &[tekton], &[], true).missing_requirements(),
+            vec!["a signature (keys)"]
+        );
+        assert_eq!(
+            rule(&["k"], &[], &[SPDX], false).missing_requirements(),
+            vec!["provenance (builder_ids, or a provenance in require_predicates)"]
+        );
+    }
+
     use super::*;
 
     #[test]

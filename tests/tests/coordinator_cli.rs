@@ -75,3 +75,56 @@ fn a_ttl_out_of_range_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "--ttl {ttl}: {out:?}");
     }
 }
+
+/// interfaces-v1 §2: admission *requires* a signature, provenance and an SBOM. A policy
+/// whose rule asks for less is refused when the coordinator starts, saying what is missing.
+#[test]
+fn a_policy_that_does_not_require_all_three_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["image", "keygen", "--output-prefix"])
+        .arg(dir.path().join("trusted"))
+        .env("COSIGN_PASSWORD", "test")
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let policy = dir.path().join("admission.toml");
+    std::fs::write(
+        &policy,
+        "[[rules]]\nname = \"signed-only\"\nrepositories = [\"registry.example.org/*\"]\n\
+         keys = [\"trusted.pub\"]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut serve = std::process::Command::new(fogshell_e2e::binary("fogshell-coordinator"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--admission-policy")
+        .arg(&policy)
+        .args(
+            fogshell_e2e::FABRIC_ONLY_SERVE_ARGS
+                .iter()
+                .filter(|a| **a != "--dev"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("the coordinator started under a policy without provenance and SBOM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("signed-only") && stderr.contains("provenance") && stderr.contains("SBOM"),
+        "{stderr}"
+    );
+}
