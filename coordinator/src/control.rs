@@ -20,7 +20,7 @@ use fogshell_shared::placement::{
 use fogshell_shared::profile::{Profile, Profiles, TrustLoss};
 use fogshell_shared::wire::edge::{EdgeEvent, EdgeRecord};
 use fogshell_shared::wire::{
-    AllocateSpec, Command, CommandOutput, Hello, NodeEvent, RunningSession,
+    AllocateSpec, Command, CommandOutput, Hello, LimitKind, NodeEvent, RunningSession,
 };
 use fogshell_shared::{
     ErrorCode, ImageRef, NodeId, Placement, Secret, SessionId, SessionStatus, TenantId, Timestamp,
@@ -48,6 +48,11 @@ pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(20);
 const RELEASE_AFTER_EXIT: Duration = Duration::from_secs(1);
 /// How often the TTL reaper looks for expired sessions.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often every running session's limits are read back from its node, unless configured
+/// otherwise (`serve --limits-check-interval`).
+pub const LIMITS_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a node may take to read a session's limits back.
+const LIMITS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When `POST /v1/sessions` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -581,13 +586,19 @@ impl ControlPlane {
                     },
                 );
                 session.runtime_ref = Some(runtime_ref);
-                if !self.transition_if(
+                if self.transition_if(
                     &mut session,
                     still_starting_here,
                     SessionStatus::Running,
                     vec![event],
                     None,
                 )? {
+                    // The contract's enforce_limits, off the answer's path.
+                    let control = Arc::clone(&self);
+                    tokio::spawn(
+                        async move { control.check_limits(session, true).await }.in_current_span(),
+                    );
+                } else {
                     tracing::info!(status = %session.status, "the session moved on while it started: removing what the node started");
                     self.release_on_node(&node_id, session_id).await;
                 }
@@ -1048,6 +1059,121 @@ impl ControlPlane {
         Ok(count)
     }
 
+    /// `enforce_limits` (interfaces-v1 §1.4) for `session`: its node reads the limits back
+    /// from the session's cgroup. A session whose limits do not hold is ended (cause
+    /// `limits_not_enforced`) — except on a `process`-driver node, a development host shell
+    /// that enforces none and says so. `record_success`: audit a check that passed too (the
+    /// first one, after the start); later ones that pass are only logged, so a fleet's
+    /// periodic checks do not flood the chain.
+    pub async fn check_limits(
+        &self,
+        session: SessionRecord,
+        record_success: bool,
+    ) -> Result<(), ApiError> {
+        let session_id = session.session_id;
+        let node_id = session.node_id().clone();
+        let Some(link) = self.links.get(&node_id) else {
+            return Ok(());
+        };
+        let report = match link
+            .request(Command::EnforceLimits { session_id }, LIMITS_TIMEOUT)
+            .await
+        {
+            Ok(CommandOutput::Limits(report)) => report,
+            Ok(other) => {
+                tracing::warn!(%session_id, ?other, "the node answered enforce_limits with something else");
+                return Ok(());
+            }
+            // Gone, or the node cannot say now: nothing to judge (reconciliation and loss
+            // detection deal with the node).
+            Err(error) => {
+                tracing::info!(%session_id, %node_id, message = %error.message, "limits not checked");
+                return Ok(());
+            }
+        };
+        let mismatches: Vec<String> = report
+            .mismatches
+            .iter()
+            .map(|m| {
+                // "No limit" is the type's largest value: u64 for memory, u32 for the others.
+                let unlimited = m.found == u64::MAX
+                    || (m.limit != LimitKind::Memory && m.found == u64::from(u32::MAX));
+                let found = if unlimited {
+                    "unlimited".to_owned()
+                } else {
+                    m.found.to_string()
+                };
+                format!("{:?}: wanted {}, found {found}", m.limit, m.wanted).to_lowercase()
+            })
+            .collect();
+        let held = mismatches.is_empty();
+        tracing::info!(%session_id, %node_id, held, ?mismatches, "limits checked");
+        let host_shell = session
+            .runtime_ref
+            .as_ref()
+            .is_some_and(|r| r.driver == fogshell_shared::RuntimeDriver::Process);
+        // After the first check, only limits that stopped holding are news for the chain.
+        if !record_success && (held || host_shell) {
+            return Ok(());
+        }
+        let event = entry(
+            Some(&session.tenant),
+            Actor::Node {
+                node_id: node_id.clone(),
+            },
+            if held {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            AuditEvent::LimitsChecked {
+                session_id,
+                node_id: node_id.clone(),
+                mismatches: mismatches.clone(),
+            },
+        );
+        self.store.commit(Batch::events([event]))?;
+        if held || host_shell {
+            return Ok(());
+        }
+        let reason = format!(
+            "node {node_id} does not hold the session's limits ({}); the session is ended",
+            mismatches.join("; ")
+        );
+        tracing::warn!(%session_id, %reason, "limits not enforced");
+        self.end_because(
+            session,
+            TerminationCause::LimitsNotEnforced,
+            Actor::System,
+            Some(reason),
+        )
+        .await
+    }
+
+    /// Reads back every running session's limits each `interval`, until the task is aborted.
+    pub async fn check_limits_forever(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let running: Vec<SessionRecord> = match self.store.live_sessions() {
+                Ok(sessions) => sessions
+                    .into_iter()
+                    .filter(|s| s.status == SessionStatus::Running)
+                    .collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "limits check");
+                    continue;
+                }
+            };
+            for session in running {
+                if let Err(error) = self.check_limits(session, false).await {
+                    tracing::warn!(%error, "limits check");
+                }
+            }
+        }
+    }
+
     /// Runs the TTL reaper until the task is aborted.
     pub async fn reap_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REAP_INTERVAL);
@@ -1443,6 +1569,7 @@ impl ControlPlane {
                     Some(reason),
                 )? {
                     tracing::info!(to_node = %to, "failed over");
+                    self.check_limits(session.clone(), true).await?;
                 } else {
                     // Ended meanwhile (DELETE, TTL): remove what was just started.
                     self.release_on_node(&to, session_id).await;

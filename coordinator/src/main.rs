@@ -135,6 +135,10 @@ struct ServeArgs {
     /// The token claim with space-separated scopes.
     #[arg(long, default_value = "scope")]
     scope_claim: String,
+    /// The longest an access token may be valid in all (`exp` − `iat`); longer ones, and
+    /// ones issued in the future, are refused.
+    #[arg(long, default_value = "24h", value_parser = parse_token_lifetime)]
+    max_token_lifetime: std::time::Duration,
     /// Use the built-in development issuer instead (loopback only; never in production).
     #[arg(long, conflicts_with = "oidc_issuer")]
     dev_issuer: bool,
@@ -171,6 +175,10 @@ struct ServeArgs {
     /// nodes' own gateways, which check it offline.
     #[arg(long, default_value = "60s", value_parser = parse_attach_ttl)]
     attach_token_ttl: std::time::Duration,
+    /// How often every running session's limits are read back from its node's cgroups
+    /// (the runtime contract's `enforce_limits`); a session whose limits do not hold is ended.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    limits_check_interval: std::time::Duration,
     /// The origin (`https://host[:port]`) of a console other than the coordinator's own whose
     /// pages may open terminals; repeatable. Browsers from any other page are refused
     /// (`pty.origin_refused`) at the relay and at the nodes' gateways.
@@ -536,6 +544,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Some(issuer) => Identity::Oidc(OidcConfig {
             tenant_claim: args.tenant_claim,
             scope_claim: args.scope_claim,
+            max_lifetime: args.max_token_lifetime,
             ..OidcConfig::new(issuer, args.oidc_audience)
         }),
         None => Identity::Dev {
@@ -561,6 +570,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         lost_within: args.node_lost_after,
         attach_token_ttl: args.attach_token_ttl,
+        limits_check_interval: args
+            .limits_check_interval
+            .max(std::time::Duration::from_secs(1)),
         console_origins: args.console_origins,
         heartbeat_interval: args.heartbeat_interval,
         client_scope,
@@ -624,6 +636,17 @@ fn parse_session_ttl(text: &str) -> Result<u32, String> {
                 range.end()
             )
         })
+}
+
+/// `--max-token-lifetime`: a duration from a minute to thirty days.
+fn parse_token_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let lifetime = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(30 * 24 * 3600))
+        .contains(&lifetime)
+    {
+        return Err("an access token's lifetime cap lies between 1m and 30d".into());
+    }
+    Ok(lifetime)
 }
 
 /// `--attach-token-ttl`: a duration from a second to an hour.

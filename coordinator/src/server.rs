@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub registry_auth_file: Option<PathBuf>,
     /// How long an attach token opens a terminal.
     pub attach_token_ttl: Duration,
+    /// How often every running session's limits are read back from its node.
+    pub limits_check_interval: Duration,
     /// Origins of consoles other than the coordinator's own whose pages may open terminals.
     pub console_origins: Vec<String>,
 }
@@ -292,6 +294,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         tokio::spawn(fabric::serve(endpoint.clone(), fabric.clone())),
         tokio::spawn(fabric::link::sweep_forever(fabric)),
         tokio::spawn(Arc::clone(&control).reap_forever()),
+        tokio::spawn(Arc::clone(&control).check_limits_forever(config.limits_check_interval)),
     ];
     tasks.push(tokio::spawn(fogshell_gateway::serve::serve(http, app, tls)));
     if !matches!(config.identity, Identity::Dev { .. }) {

@@ -116,6 +116,8 @@ pub enum TerminationCause {
     TrustLost,
     /// Fenced: a copy that was moved elsewhere while its node was away.
     Fenced,
+    /// Its node reported limits other than its profile's (`enforce_limits` failed).
+    LimitsNotEnforced,
 }
 
 /// What happened, with the details each kind of event needs. Serialized as
@@ -278,6 +280,19 @@ pub enum AuditEvent {
         /// Why.
         reason: String,
     },
+    /// A session's limits as its node read them back (interfaces-v1 §1.4 `enforce_limits`):
+    /// after it starts, and whenever a periodic check finds them not held. `failure` when they
+    /// differ from its profile's.
+    #[serde(rename = "session.limits_checked")]
+    LimitsChecked {
+        /// The session.
+        session_id: SessionId,
+        /// Its node.
+        node_id: NodeId,
+        /// Each limit that differs, in words (`memory: wanted 536870912, found unlimited`);
+        /// empty when they hold.
+        mismatches: Vec<String>,
+    },
 }
 
 /// The kinds of [`AuditEvent`], for filtering (`event_type` in `GET /v1/events`).
@@ -332,6 +347,9 @@ pub enum EventType {
     /// `failover.failed`
     #[serde(rename = "failover.failed")]
     FailoverFailed,
+    /// `session.limits_checked`
+    #[serde(rename = "session.limits_checked")]
+    LimitsChecked,
 }
 
 impl AuditEvent {
@@ -354,6 +372,7 @@ impl AuditEvent {
             Self::FailoverStarted { .. } => EventType::FailoverStarted,
             Self::FailoverCompleted { .. } => EventType::FailoverCompleted,
             Self::FailoverFailed { .. } => EventType::FailoverFailed,
+            Self::LimitsChecked { .. } => EventType::LimitsChecked,
         }
     }
 }

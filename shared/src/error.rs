@@ -58,11 +58,15 @@ pub enum ErrorCode {
     /// A node did not answer in time (504).
     #[serde(rename = "ECS_TIMEOUT")]
     Timeout,
+    /// The endpoint exists but not with this method (405). Last: codes travel the agent link
+    /// by position.
+    #[serde(rename = "ECS_METHOD_NOT_ALLOWED")]
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidRequest,
         Self::Unauthenticated,
         Self::Forbidden,
@@ -79,6 +83,7 @@ impl ErrorCode {
         Self::NoCapacity,
         Self::NodeUnavailable,
         Self::Timeout,
+        Self::MethodNotAllowed,
     ];
 
     /// The HTTP status this code is answered with.
@@ -88,6 +93,7 @@ impl ErrorCode {
             Self::Unauthenticated => 401,
             Self::Forbidden | Self::PolicyDenied => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
@@ -118,6 +124,7 @@ impl ErrorCode {
             Self::NoCapacity => "ECS_NO_CAPACITY",
             Self::NodeUnavailable => "ECS_NODE_UNAVAILABLE",
             Self::Timeout => "ECS_TIMEOUT",
+            Self::MethodNotAllowed => "ECS_METHOD_NOT_ALLOWED",
         }
     }
 }

@@ -62,6 +62,10 @@ async fn every_token_attack_is_refused_and_recorded() {
     expired["nbf"] = json!(now() - 600);
     let mut early = issuer.claims("alice", "org-a", all);
     early["nbf"] = json!(now() + 600);
+    let mut from_the_future = issuer.claims("alice", "org-a", all);
+    from_the_future["iat"] = json!(now() + 600);
+    let mut ten_years = issuer.claims("alice", "org-a", all);
+    ten_years["exp"] = json!(now() + 10 * 365 * 24 * 3600);
     let mut wrong_aud = issuer.claims("alice", "org-a", all);
     wrong_aud["aud"] = json!("someone-else");
     let mut wrong_iss = issuer.claims("alice", "org-a", all);
@@ -86,6 +90,16 @@ async fn every_token_attack_is_refused_and_recorded() {
             "not yet valid",
             Some(Issuer::sign(&issuer.keys[0], &early)),
             "auth.token_not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            Some(Issuer::sign(&issuer.keys[0], &from_the_future)),
+            "auth.token_issued_in_future",
+        ),
+        (
+            "valid for ten years",
+            Some(Issuer::sign(&issuer.keys[1], &ten_years)),
+            "auth.token_lifetime_too_long",
         ),
         (
             "wrong audience",
@@ -253,7 +267,44 @@ async fn every_token_attack_is_refused_and_recorded() {
             None,
         )
         .await;
-    assert_eq!(peek.status, 403);
+    assert_refused(
+        &api,
+        &admin,
+        &peek,
+        403,
+        "ECS_FORBIDDEN",
+        "audit.other_tenant",
+    )
+    .await;
+    // A wrong method gets the API's error body too, and the methods it could have used.
+    let patched = api
+        .raw("PATCH", "/v1/sessions")
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(patched.status(), 405);
+    let allow = patched.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("POST") && allow.contains("GET"), "{allow}");
+    let wrong_method: Value = patched.json().await.expect("a JSON body");
+    assert_eq!(
+        wrong_method["code"], "ECS_METHOD_NOT_ALLOWED",
+        "{wrong_method}"
+    );
+    // Lists answered whole refuse paging rather than ignore it.
+    for (path, doc) in [
+        ("/v1/nodes?limit=5", "/v1/nodes"),
+        ("/v1/profiles?cursor=1", "/v1/profiles"),
+        ("/v1/gateways?limit=1", "/v1/gateways"),
+    ] {
+        let answer = api.get(&admin, path, doc).await;
+        assert_eq!(
+            (answer.status, answer.body["code"].as_str()),
+            (400, Some("ECS_INVALID_REQUEST")),
+            "{path}: {}",
+            answer.body
+        );
+    }
     assert_eq!(
         api.get(&alice, &path, "/v1/sessions/{id}").await.body["status"],
         "running"

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fogshell_e2e::api::Api;
-use fogshell_e2e::stack::{Stack, default_image};
+use fogshell_e2e::stack::{NodeSpec, Stack, default_image};
 use fogshell_e2e::ws::{NORMAL_CLOSE, Viewer};
 use serde_json::{Value, json};
 
@@ -279,4 +279,114 @@ async fn an_acknowledging_viewer_holds_a_flood_and_drops_what_ctrl_c_made_stale(
     assert_eq!(flush["discard"], false, "{flush}");
     viewer.type_bytes(b"kept\n\x04").await;
     viewer.expect_output("kept\r\n\x03kept", WAIT).await;
+}
+
+/// The cgroup directories under `root` (a few levels deep) named `name`.
+fn cgroup_dirs_named(
+    root: &std::path::Path,
+    name: &str,
+    depth: u32,
+    found: &mut Vec<std::path::PathBuf>,
+) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if entry.file_name() == name {
+            found.push(path);
+        } else if depth > 0 {
+            cgroup_dirs_named(&path, name, depth - 1, found);
+        }
+    }
+}
+
+/// The runtime contract's `enforce_limits`: the coordinator reads a session's limits back
+/// after it starts (audited) and every `--limits-check-interval`; a session whose cgroup
+/// stops holding them — its process limit lifted behind the agent's back — is ended, with
+/// the evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_limits_stop_holding_is_ended() {
+    let mut stack = Stack::coordinator_only(&["--limits-check-interval", "1s"]);
+    stack.add(&NodeSpec::new("fog-a"));
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["session_id"].as_str().unwrap().to_owned();
+    let checks = || async {
+        api.get(
+            &alice,
+            "/v1/events?event_type=session.limits_checked",
+            "/v1/events",
+        )
+        .await
+        .body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["details"]["session_id"] == id.as_str())
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while checks().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no limits check after the start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = checks().await;
+    assert_eq!(first[0]["outcome"], "success", "{first:?}");
+    assert_eq!(first[0]["actor"]["node_id"], "fog-a");
+    assert_eq!(first[0]["details"]["mismatches"], json!([]));
+    // Passing checks after the first are not audited.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(checks().await.len(), 1);
+    assert_eq!(api.session_status(&alice, &id).await, "running");
+
+    let container = format!("fs-{}", id.replace('-', ""));
+    let mut dirs = Vec::new();
+    cgroup_dirs_named(
+        std::path::Path::new("/sys/fs/cgroup"),
+        &container,
+        6,
+        &mut dirs,
+    );
+    let pids_max = dirs
+        .iter()
+        .map(|d| d.join("pids.max"))
+        .find(|f| f.exists())
+        .unwrap_or_else(|| panic!("no pids.max for {container} in {dirs:?}"));
+    std::fs::write(&pids_max, "max").expect("lifting the session's process limit");
+
+    api.wait_for_status(&alice, &id, "terminated", WAIT).await;
+    let checks = checks().await;
+    let failed = checks.last().unwrap();
+    assert_eq!(failed["outcome"], "failure", "{checks:?}");
+    assert_eq!(
+        failed["details"]["mismatches"],
+        json!(["pids: wanted 256, found unlimited"])
+    );
+    let ended = api
+        .get(
+            &alice,
+            "/v1/events?event_type=session.terminated",
+            "/v1/events",
+        )
+        .await
+        .body;
+    let ended = ended["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["details"]["session_id"] == id.as_str())
+        .cloned()
+        .expect("a session.terminated");
+    assert_eq!(ended["details"]["cause"], "limits_not_enforced", "{ended}");
+    stack.verify_audit();
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use fogshell_shared::ErrorCode;
 use fogshell_shared::api::{EventQuery, Page};
-use fogshell_shared::audit::AuditRecord;
+use fogshell_shared::audit::{Actor, AuditRecord};
 
 use super::extract::{ApiQuery, cursor_position, paginate};
 use super::{AppState, require};
@@ -35,9 +35,16 @@ pub(super) async fn list(
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
     let tenant = match query.tenant {
         Some(asked) if asked != principal.tenant && !principal.has(Scope::Admin) => {
-            return Err(ApiError::new(
+            // A refusal like any other: with its evidence.
+            return Err(state.control.deny(
+                Some(&principal.tenant),
+                Actor::User {
+                    subject: principal.subject.clone(),
+                },
                 ErrorCode::Forbidden,
-                "only admins read other tenants' events",
+                "audit.other_tenant",
+                "only admins read other tenants' events".into(),
+                Some(asked.to_string()),
             ));
         }
         Some(asked) => Some(asked),

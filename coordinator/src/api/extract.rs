@@ -62,6 +62,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The query of a list answered whole, in one page (the profiles, the gateways, the fleet's
+/// nodes): none at all. `cursor` and `limit` are refused, not ignored, so a client that
+/// pages learns it at once.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WholeList {}
+
 /// Where a page starts, from the `cursor` query parameter: 0 for the first page, else the
 /// position of the last item of the page before.
 pub fn cursor_position(cursor: Option<&str>) -> Result<u64, ApiError> {

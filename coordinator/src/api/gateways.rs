@@ -10,6 +10,7 @@ use axum::extract::{Extension, State};
 use fogshell_shared::api::{GATEWAY_PROBE_PATH, GatewayKind, GatewayView, Page};
 use fogshell_shared::node::NodeState;
 
+use super::extract::{ApiQuery, WholeList};
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -30,6 +31,7 @@ fn probe_url(ws_base: &str) -> String {
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(WholeList {}): ApiQuery<WholeList>,
 ) -> Result<Json<Page<GatewayView>>, ApiError> {
     require(&state.control, &principal, Scope::Sessions)?;
     let relay = state.control.relay_ws_url().to_owned();

@@ -91,7 +91,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { fogshell_gateway::probe_response() }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") });
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        // Every error in the API's body, a wrong method too (axum keeps its `Allow` header).
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("this endpoint does not take {method}"),
+            )
+        });
     let dev_issuer = state.dev_issuer.clone();
     let router = router.merge(console::routes()).with_state(state);
     match dev_issuer {

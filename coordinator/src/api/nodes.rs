@@ -10,7 +10,7 @@ use fogshell_shared::api::Page;
 use fogshell_shared::{ErrorCode, NodeId, Secret, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery, WholeList};
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -19,6 +19,7 @@ use crate::fleet::NodeView;
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(WholeList {}): ApiQuery<WholeList>,
 ) -> Result<Json<Page<NodeView>>, ApiError> {
     require(&state.control, &principal, Scope::Admin)?;
     Ok(Json(Page {

@@ -13,7 +13,7 @@ use fogshell_shared::api::{
 use fogshell_shared::{ErrorCode, SessionId};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, ApiQuery, cursor_position, paginate};
+use super::extract::{ApiJson, ApiQuery, WholeList, cursor_position, paginate};
 use super::{AppState, require};
 use crate::auth::{Principal, Scope};
 use crate::control::Respond;
@@ -31,6 +31,7 @@ pub(super) struct ProfileView {
 pub(super) async fn profiles(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(WholeList {}): ApiQuery<WholeList>,
 ) -> Result<Json<Page<ProfileView>>, ApiError> {
     require(&state.control, &principal, Scope::Sessions)?;
     let items = state

@@ -21,8 +21,13 @@ use super::{AuthError, Principal, Scope};
 /// with made-up `kid`s cannot turn the coordinator into a load generator against the issuer.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Clock skew tolerated on `exp` and `nbf`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
+
+/// The longest an access token may be valid in all, unless configured otherwise: a day.
+/// Providers issue minutes to hours; a token valid for years is a standing key to whoever
+/// copies it.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Where tokens come from and how to read them.
 #[derive(Debug, Clone)]
@@ -35,6 +40,8 @@ pub struct OidcConfig {
     pub tenant_claim: String,
     /// The claim holding space-separated scopes.
     pub scope_claim: String,
+    /// The longest a token may be valid, from `iat` (or from now, without one) to `exp`.
+    pub max_lifetime: Duration,
 }
 
 impl OidcConfig {
@@ -45,6 +52,7 @@ impl OidcConfig {
             audience: audience.into(),
             tenant_claim: "tenant".into(),
             scope_claim: "scope".into(),
+            max_lifetime: MAX_LIFETIME,
         }
     }
 }
@@ -255,6 +263,7 @@ impl OidcVerifier {
         })?
         .claims;
         drop(keys);
+        check_lifetime(&claims, unix_now(), self.config.max_lifetime)?;
         self.principal(&claims)
     }
 
@@ -291,5 +300,187 @@ impl OidcVerifier {
             tenant,
             scopes,
         })
+    }
+}
+
+/// Seconds since the Unix epoch now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Refuses a token issued in the future (`iat` past `now` by more than [`LEEWAY`]) or valid
+/// for longer than `max_lifetime` in all (`exp` − `iat`; without `iat`, what is left of it
+/// from `now`). `exp` was checked to be there and not past by then.
+pub fn check_lifetime(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: u64,
+    max_lifetime: Duration,
+) -> Result<(), AuthError> {
+    // NumericDate: seconds, possibly with a fraction (RFC 7519 §2).
+    let seconds = |name: &str| -> Result<Option<u64>, AuthError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Some(s as u64))
+                .ok_or_else(|| {
+                    AuthError::new("auth.malformed_token", format!("{name} is not a time"))
+                }),
+        }
+    };
+    let leeway = LEEWAY.as_secs();
+    let exp = seconds("exp")?
+        .ok_or_else(|| AuthError::new("auth.missing_claim", "the token has no exp"))?;
+    let issued = seconds("iat")?;
+    if let Some(iat) = issued
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(AuthError::new(
+            "auth.token_issued_in_future",
+            format!("the token says it was issued {}s from now", iat - now),
+        ));
+    }
+    let (from, allowed) = match issued {
+        Some(iat) => (iat, max_lifetime.as_secs()),
+        None => (now, max_lifetime.as_secs().saturating_add(leeway)),
+    };
+    let lifetime = exp.saturating_sub(from);
+    if lifetime > allowed {
+        return Err(AuthError::new(
+            "auth.token_lifetime_too_long",
+            format!(
+                "the token is valid for {lifetime}s; at most {}s are accepted",
+                max_lifetime.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    fn rule(result: Result<(), AuthError>) -> Option<&'static str> {
+        result.err().map(|e| e.rule_id)
+    }
+
+    #[test]
+    fn ordinary_tokens_pass() {
+        for pairs in [
+            vec![("iat", json!(NOW)), ("exp", json!(NOW + 300))],
+            vec![("iat", json!(NOW - 3600)), ("exp", json!(NOW + 60))],
+            // A clock a little ahead of ours.
+            vec![("iat", json!(NOW + 20)), ("exp", json!(NOW + 3620))],
+            vec![("iat", json!(NOW as f64 + 0.5)), ("exp", json!(NOW + 60))],
+            vec![("exp", json!(NOW + 3600))],
+            vec![
+                ("iat", json!(NOW)),
+                ("exp", json!(NOW + MAX_LIFETIME.as_secs())),
+            ],
+        ] {
+            assert_eq!(
+                rule(check_lifetime(&claims(&pairs), NOW, MAX_LIFETIME)),
+                None,
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn future_issue_dates_and_long_lives_are_refused() {
+        let ten_years = 10 * 365 * 24 * 3600;
+        for (pairs, expected) in [
+            (
+                vec![("iat", json!(NOW + 600)), ("exp", json!(NOW + 1200))],
+                "auth.token_issued_in_future",
+            ),
+            (
+                vec![("iat", json!(NOW)), ("exp", json!(NOW + ten_years))],
+                "auth.token_lifetime_too_long",
+            ),
+            (
+                vec![("exp", json!(NOW + ten_years))],
+                "auth.token_lifetime_too_long",
+            ),
+            (
+                vec![
+                    ("iat", json!(NOW)),
+                    ("exp", json!(NOW + MAX_LIFETIME.as_secs() + 1)),
+                ],
+                "auth.token_lifetime_too_long",
+            ),
+            (
+                vec![("iat", json!("yesterday")), ("exp", json!(NOW + 60))],
+                "auth.malformed_token",
+            ),
+            (
+                vec![("iat", json!(-5)), ("exp", json!(NOW + 60))],
+                "auth.malformed_token",
+            ),
+            (vec![("iat", json!(NOW))], "auth.missing_claim"),
+        ] {
+            assert_eq!(
+                rule(check_lifetime(&claims(&pairs), NOW, MAX_LIFETIME)),
+                Some(expected),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    fn any_time() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,12}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a token's times say, the check answers (never panics), and what it
+        /// accepts was issued by now (within the leeway) and lives at most the limit.
+        #[test]
+        fn accepted_tokens_are_issued_by_now_and_short_lived(
+            iat in proptest::option::of(any_time()),
+            exp in any_time(),
+            max_hours in 1u64..100,
+        ) {
+            let mut map = Map::new();
+            map.insert("exp".into(), exp.clone());
+            if let Some(iat) = &iat {
+                map.insert("iat".into(), iat.clone());
+            }
+            let max = Duration::from_secs(max_hours * 3600);
+            if check_lifetime(&map, NOW, max).is_ok() {
+                let exp = exp.as_f64().unwrap() as u64;
+                match iat.as_ref().and_then(Value::as_f64) {
+                    Some(iat) => {
+                        prop_assert!(iat as u64 <= NOW + LEEWAY.as_secs());
+                        prop_assert!(exp.saturating_sub(iat as u64) <= max.as_secs());
+                    }
+                    None => {
+                        prop_assert!(exp.saturating_sub(NOW) <= max.as_secs() + LEEWAY.as_secs());
+                    }
+                }
+            }
+        }
     }
 }
