@@ -65,7 +65,7 @@ struct File {
 
 /// `[gateway]`: the node's own edge gateway, serving the seed's PTY endpoint for the sessions
 /// on this node so keystrokes stay at the edge. Off unless `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
     /// Where to listen (`0.0.0.0:8444`).
@@ -82,9 +82,29 @@ pub struct GatewaySection {
     /// The certificate's private key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Viewers one session may have here at once; past it a viewer is refused (429,
+    /// `pty.viewer_limit`). Default 8.
+    #[serde(default = "GatewaySection::default_max_viewers_per_session")]
+    pub max_viewers_per_session: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            url: None,
+            tls_certificate: None,
+            tls_key: None,
+            max_viewers_per_session: Self::default_max_viewers_per_session(),
+        }
+    }
 }
 
 impl GatewaySection {
+    fn default_max_viewers_per_session() -> usize {
+        fogshell_gateway::viewers::ViewerLimits::default().per_session
+    }
+
     /// The gateway's base URL, when it is on: as configured, or from the listen address.
     pub fn url(&self) -> Option<String> {
         let listen = self.listen?;
@@ -153,9 +173,16 @@ pub struct NodeSection {
     /// `unattested`.
     #[serde(default)]
     pub tpm: Option<String>,
+    /// Terminals the coordinator's relay may have open on this node at once (each is a QUIC
+    /// stream); past them the next viewer is refused. Default 1024.
+    #[serde(default = "NodeSection::default_max_terminals")]
+    pub max_terminals: u32,
 }
 
 impl NodeSection {
+    fn default_max_terminals() -> u32 {
+        crate::link::DEFAULT_MAX_TERMINALS
+    }
     fn default_region() -> Region {
         Region::new("default").unwrap_or_else(|_| unreachable!("`default` is a valid region"))
     }
@@ -178,6 +205,7 @@ impl Default for NodeSection {
             labels: Labels::new(),
             trust_tier: Self::default_tier(),
             session_slots: Self::default_slots(),
+            max_terminals: Self::default_max_terminals(),
             driver: Self::default_driver(),
             tpm: None,
         }

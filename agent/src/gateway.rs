@@ -21,6 +21,7 @@ use axum::routing::get;
 use fogshell_gateway::relay::{
     self, Backend, Change, MAX_MESSAGE_SIZE, Outbox, PtyQuery, Rebound, Terminal, close_code,
 };
+use fogshell_gateway::viewers::{ViewerLimits, Viewers};
 use fogshell_shared::api::GATEWAY_PROBE_PATH;
 use fogshell_shared::frame::{StreamState, TermSize};
 use fogshell_shared::wire::edge::EdgeEvent;
@@ -43,6 +44,8 @@ const PIPE_BYTES: usize = 32 * 1024;
 struct Gateway<N> {
     node: Arc<N>,
     edge: Arc<EdgeState>,
+    /// The viewers served now, per session.
+    viewers: Arc<Viewers>,
     /// This node, as its sessions are described to a direct viewer.
     placement: Placement,
 }
@@ -90,6 +93,12 @@ pub async fn start<N: LocalNode>(
     let gateway = Arc::new(Gateway {
         node,
         edge,
+        // The node knows its sessions, not their tenants' other viewers: per session here,
+        // per tenant at the coordinator.
+        viewers: Viewers::new(ViewerLimits {
+            per_session: section.max_viewers_per_session,
+            per_tenant: usize::MAX,
+        }),
         placement,
     });
     let app = Router::new()
@@ -205,6 +214,17 @@ async fn attach<N: LocalNode>(
             ),
         ));
     }
+    let slot = match gateway.viewers.admit(session_id, None) {
+        Ok(slot) => slot,
+        Err(full) => {
+            return gateway.refuse(
+                ErrorCode::RateLimited,
+                fogshell_gateway::viewers::VIEWER_LIMIT,
+                full.to_string(),
+                Some(session_id),
+            );
+        }
+    };
     let from_offset = query.from_offset.unwrap_or(0);
     let streams = match gateway.node.attach(session_id, size, from_offset).await {
         Ok(streams) => Some(streams),
@@ -245,6 +265,8 @@ async fn attach<N: LocalNode>(
         .max_message_size(MAX_MESSAGE_SIZE)
         .on_upgrade(move |socket| {
             async move {
+                // The viewer's place is given back when it goes.
+                let _slot = slot;
                 let (socket, streams) = match streams {
                     Some(streams) => (socket, streams),
                     None => {

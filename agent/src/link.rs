@@ -88,6 +88,8 @@ pub struct Link {
     ca: CertificateDer<'static>,
     /// The identity files, when the certificate is renewed over this link.
     renewal: Option<Arc<Renewal>>,
+    /// How many terminal streams the coordinator may have open on one connection.
+    max_terminals: u32,
 }
 
 impl Link {
@@ -129,10 +131,22 @@ impl Link {
                 certificate,
                 key,
                 ca.clone(),
+                DEFAULT_MAX_TERMINALS,
             )?)),
             ca,
             renewal: None,
+            max_terminals: DEFAULT_MAX_TERMINALS,
         })
+    }
+
+    /// Lets the coordinator open up to `max_terminals` terminal streams at once (`[node]
+    /// max_terminals`); past them its next one waits, so the figure is the node's, not a
+    /// transport default's.
+    pub fn with_max_terminals(mut self, max_terminals: u32) -> Self {
+        self.max_terminals = max_terminals;
+        fogshell_shared::sync::lock(&self.client)
+            .transport_config(Arc::new(transport(max_terminals)));
+        self
     }
 
     fn client(&self) -> quinn::ClientConfig {
@@ -175,7 +189,7 @@ impl Link {
         };
         let stored = renewal.store(&certificate_der).and_then(|not_after| {
             let (certificate, key) = renewal.identity()?;
-            let client = client_config(certificate, key, self.ca.clone())?;
+            let client = client_config(certificate, key, self.ca.clone(), self.max_terminals)?;
             *fogshell_shared::sync::lock(&self.client) = client;
             Ok(not_after)
         });
@@ -194,6 +208,7 @@ fn client_config(
     certificate: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
     ca: CertificateDer<'static>,
+    max_terminals: u32,
 ) -> Result<quinn::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -210,12 +225,22 @@ fn client_config(
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport(max_terminals)));
+    Ok(client)
+}
+
+/// Terminal streams the coordinator may open at once unless `[node] max_terminals` says.
+pub const DEFAULT_MAX_TERMINALS: u32 = 1024;
+
+/// The link's QUIC settings: the shared timeouts, and room for `max_terminals` terminal
+/// streams (each one the coordinator opens; commands use the control stream).
+fn transport(max_terminals: u32) -> quinn::TransportConfig {
     use fogshell_shared::wire::transport::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    client.transport_config(Arc::new(transport));
-    Ok(client)
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_terminals));
+    transport
 }
 
 impl Link {

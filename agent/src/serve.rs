@@ -425,7 +425,7 @@ pub async fn serve<R: Runtime + 'static>(
         }
         None => None,
     };
-    let link = Link::new(identity, address, host)?;
+    let link = Link::new(identity, address, host)?.with_max_terminals(report.node.max_terminals);
     tracing::info!(node_id = %report.node_id, %coordinator, "agent serving");
     Err(link.run(&report).await.to_string())
 }

@@ -30,6 +30,8 @@ use futures_util::FutureExt as _;
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
+use fogshell_gateway::viewers::ViewerSlot;
+
 use crate::auth::Principal;
 use crate::auth::attach::AttachTokens;
 use crate::clock::now;
@@ -152,6 +154,8 @@ pub struct ControlPlane {
     /// Starts (creates and failovers) this process is waiting for: a node's hello settles
     /// every other `pending` or `resuming` session on it.
     in_flight: Arc<Mutex<BTreeSet<SessionId>>>,
+    /// The relay's viewers, per session and tenant.
+    viewers: Arc<fogshell_gateway::viewers::Viewers>,
 }
 
 /// A start this process is waiting for, until dropped.
@@ -228,6 +232,8 @@ pub struct ControlConfig {
     /// The origins of the consoles whose pages may open terminals (the coordinator's own
     /// first); nodes' gateways get them in the welcome.
     pub console_origins: Vec<String>,
+    /// How many viewers a session, and a tenant, may have at the relay at once.
+    pub viewer_limits: fogshell_gateway::viewers::ViewerLimits,
 }
 
 impl ControlPlane {
@@ -247,6 +253,7 @@ impl ControlPlane {
             public_ws,
             attach_token_ttl,
             console_origins,
+            viewer_limits,
         } = config;
         if !images.default_image.is_pinned() {
             return Err(format!(
@@ -268,6 +275,7 @@ impl ControlPlane {
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             transitions: Mutex::new(()),
             in_flight: Arc::default(),
+            viewers: fogshell_gateway::viewers::Viewers::new(viewer_limits),
         })
     }
 
@@ -963,14 +971,16 @@ impl ControlPlane {
         Ok(self.store.edge_audit_through(node_id)?)
     }
 
-    /// Opens the session's terminal for the gateway after checking its attach token.
+    /// Opens the session's terminal for the gateway after checking its attach token, and
+    /// that the session and its tenant have room for another viewer; the slot is held as
+    /// long as the viewer is.
     pub async fn open_terminal(
         &self,
         session_id: SessionId,
         token: &str,
         size: TermSize,
         from_offset: u64,
-    ) -> Result<(SessionRecord, Terminal), ApiError> {
+    ) -> Result<(SessionRecord, Terminal, ViewerSlot), ApiError> {
         if let Err(refused) = self.attach.verify(token, session_id, now()) {
             return Err(self.deny(
                 None,
@@ -981,7 +991,28 @@ impl ControlPlane {
                 Some(session_id.to_string()),
             ));
         }
-        self.connect_terminal(session_id, size, from_offset).await
+        let tenant = self
+            .store
+            .session(session_id)?
+            .map(|session| session.tenant)
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
+            })?;
+        let slot = self
+            .viewers
+            .admit(session_id, Some(&tenant))
+            .map_err(|full| {
+                self.deny(
+                    Some(&tenant),
+                    Actor::System,
+                    ErrorCode::RateLimited,
+                    fogshell_gateway::viewers::VIEWER_LIMIT,
+                    full.to_string(),
+                    Some(session_id.to_string()),
+                )
+            })?;
+        let (session, terminal) = self.connect_terminal(session_id, size, from_offset).await?;
+        Ok((session, terminal, slot))
     }
 
     /// Opens a terminal on the node the session runs on now, output from `from_offset`: for

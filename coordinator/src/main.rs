@@ -179,6 +179,13 @@ struct ServeArgs {
     /// (the runtime contract's `enforce_limits`); a session whose limits do not hold is ended.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     limits_check_interval: std::time::Duration,
+    /// How many viewers one session may have at the relay at once; past it a viewer is
+    /// refused (429, `pty.viewer_limit`).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_viewers_per_session: u32,
+    /// How many viewers one tenant's sessions may have at the relay at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_viewers_per_tenant: u32,
     /// The origin (`https://host[:port]`) of a console other than the coordinator's own whose
     /// pages may open terminals; repeatable. Browsers from any other page are refused
     /// (`pty.origin_refused`) at the relay and at the nodes' gateways.
@@ -573,6 +580,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         limits_check_interval: args
             .limits_check_interval
             .max(std::time::Duration::from_secs(1)),
+        viewer_limits: fogshell_gateway::viewers::ViewerLimits {
+            per_session: args.max_viewers_per_session as usize,
+            per_tenant: args.max_viewers_per_tenant as usize,
+        },
         console_origins: args.console_origins,
         heartbeat_interval: args.heartbeat_interval,
         client_scope,

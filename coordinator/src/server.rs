@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub attach_token_ttl: Duration,
     /// How often every running session's limits are read back from its node.
     pub limits_check_interval: Duration,
+    /// How many viewers a session, and a tenant, may have at the relay at once.
+    pub viewer_limits: fogshell_gateway::viewers::ViewerLimits,
     /// Origins of consoles other than the coordinator's own whose pages may open terminals.
     pub console_origins: Vec<String>,
 }
@@ -262,6 +264,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
             public_ws,
             attach_token_ttl: config.attach_token_ttl,
             console_origins,
+            viewer_limits: config.viewer_limits,
         },
     )?);
     let enrollment = Arc::new(Enrollment {

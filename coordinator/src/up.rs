@@ -143,6 +143,7 @@ pub fn up(args: Up) -> Result<(), String> {
         registry_auth_file: None,
         attach_token_ttl: fogshell_coordinator::auth::attach::DEFAULT_TTL,
         limits_check_interval: fogshell_coordinator::control::LIMITS_CHECK_INTERVAL,
+        viewer_limits: Default::default(),
         console_origins: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;

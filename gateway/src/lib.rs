@@ -9,11 +9,13 @@
 //!   control and malformed-frame handling; what happens when the terminal breaks is the
 //!   gateway's own ([`relay::Backend`]).
 //! - [`serve`]: the HTTP server loop, over TLS or (loopback only) plain.
+//! - [`viewers`]: how many viewers each session and tenant may have at once.
 //!
 //! [`PtyMessage`]: fogshell_shared::wire::PtyMessage
 
 pub mod relay;
 pub mod serve;
+pub mod viewers;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

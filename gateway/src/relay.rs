@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use fogshell_shared::frame::{ClientFrame, MAX_PAYLOAD_BYTES, ServerFrame, StreamState, TermSize};
@@ -26,6 +27,17 @@ use tokio::sync::mpsc;
 /// Output frames queued for a slow viewer before the relay stops reading the terminal: one,
 /// as ttyd does, so a flood queues little and Ctrl-C is felt at once.
 const OUTPUT_QUEUE: usize = 1;
+
+/// How often a viewer is pinged: an idle terminal's socket is otherwise never written to,
+/// and a viewer that vanished (a closed laptop, a cut network) would hold its place for good.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// A viewer not heard from (any message, pongs included) for this long is gone.
+pub const VIEWER_SILENCE: Duration = Duration::from_secs(60);
+
+/// How long what is queued when a viewer's relay ends (an exit, a close) may take to go out
+/// to a viewer that takes nothing more.
+const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// WebSocket close codes (RFC 6455 §7.4.1).
 pub mod close_code {
@@ -356,9 +368,25 @@ pub async fn relay<B: Backend>(
     let input = tokio::sync::Mutex::new(Some(send));
     let size = Mutex::new(size);
     let flow = Mutex::new(Flow::default());
-    // Both loops borrow these; each owns its own sender, so the writer ends once both do.
-    let (input, size, flow) = (&input, &size, &flow);
+    let heard = Mutex::new(Instant::now());
+    // The loops borrow these; each owns its own sender, so the writer ends once all do.
+    let (input, size, flow, heard) = (&input, &size, &flow, &heard);
     let output = Outbox(queue.clone());
+    let pings = Outbox(queue.clone());
+    let keepalive = async move {
+        let mut tick = tokio::time::interval(PING_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if lock(heard).elapsed() > VIEWER_SILENCE {
+                tracing::info!("the viewer answers no pings: gone");
+                return;
+            }
+            if !pings.send(Message::Ping(Default::default())).await {
+                return;
+            }
+        }
+    };
     let upward = async move {
         let mut placement = placement;
         let mut announce = Some(Announcement {
@@ -418,6 +446,7 @@ pub async fn relay<B: Backend>(
             let _ = queue.send(close(close_with, "malformed frame")).await;
         };
         while let Some(message) = ws_in.next().await {
+            *lock(heard) = Instant::now();
             let forward = match message {
                 Ok(Message::Text(body)) => match ClientFrame::decode(body.as_str()) {
                     Ok(ClientFrame::Stdin(data)) => PtyMessage::Data(data.into_bytes()),
@@ -483,9 +512,18 @@ pub async fn relay<B: Backend>(
         tokio::select! {
             () = upward => {}
             () = downward => {}
+            () = keepalive => {}
         }
     };
-    tokio::join!(writer, relay);
+    tokio::pin!(writer);
+    tokio::select! {
+        // The socket failed: the viewer is gone.
+        () = &mut writer => {}
+        // What is queued goes out, if the viewer still takes it.
+        () = relay => {
+            let _ = tokio::time::timeout(FLUSH_GRACE, writer).await;
+        }
+    }
     tracing::info!("viewer detached");
 }
 

@@ -390,3 +390,84 @@ async fn a_session_whose_limits_stop_holding_is_ended() {
     assert_eq!(ended["details"]["cause"], "limits_not_enforced", "{ended}");
     stack.verify_audit();
 }
+
+/// One tenant's flood of viewers cannot lock another out. 300 viewers through one reused
+/// token get their tenant's share — more than a QUIC link's default 100 streams, so the
+/// node's own `max_terminals` is what counts — and the rest are refused before the upgrade
+/// with evidence; another tenant's terminal on the same node works all the while, and a
+/// viewer that goes gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_viewers_from_one_tenant_does_not_lock_out_another() {
+    let mut stack = Stack::coordinator_only(&[
+        "--max-viewers-per-session",
+        "1000",
+        "--max-viewers-per-tenant",
+        "150",
+    ]);
+    stack.add(&NodeSpec::new("fog-a"));
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let bob = stack.issuer.token("bob", "org-b");
+    let admin = stack.issuer.token("admin", "ops");
+    let flooded = api.create_session(&alice, 600).await;
+    assert_eq!(flooded.status, 201, "{}", flooded.body);
+    let ws_url = flooded.body["attach"]["ws_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = flooded.body["attach"]["token"].as_str().unwrap().to_owned();
+
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..300 {
+        match Viewer::connect(&ws_url, &token, 80, 24).await {
+            Ok(viewer) => held.push(viewer),
+            Err(refusal) => refused.push(refusal),
+        }
+    }
+    assert_eq!((held.len(), refused.len()), (150, 150));
+    for refusal in &refused {
+        assert_eq!(
+            (refusal.status, refusal.body["code"].as_str()),
+            (429, Some("ECS_RATE_LIMITED")),
+            "{}",
+            refusal.body
+        );
+    }
+    let pointer = refused[0].body["evidence_pointer"]
+        .as_str()
+        .expect("evidence");
+    let evidence = api.get(&admin, pointer, "/v1/events/{id}").await;
+    assert_eq!(
+        evidence.body["details"]["rule_id"], "pty.viewer_limit",
+        "{}",
+        evidence.body
+    );
+
+    // The 150th terminal on fog-a's link carries keystrokes.
+    let last = held.last_mut().unwrap();
+    last.type_bytes(b"echo \"hun\"\"dred and fifty\"\n").await;
+    last.expect_output("hundred and fifty", WAIT).await;
+
+    // Another tenant is not held back.
+    let other = api.create_session(&bob, 600).await;
+    assert_eq!(other.status, 201, "{}", other.body);
+    let mut viewer = Viewer::attach(&other.body["attach"]).await;
+    viewer.type_bytes(b"echo \"not \"\"locked out\"\n").await;
+    viewer.expect_output("not locked out", WAIT).await;
+
+    // A viewer that goes gives its place back.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut again = loop {
+        match Viewer::connect(&ws_url, &token, 80, 24).await {
+            Ok(viewer) => break viewer,
+            Err(refusal) if refusal.status == 429 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(refusal) => panic!("{} {}", refusal.status, refusal.body),
+        }
+    };
+    again.type_bytes(b"echo \"ba\"\"ck\"\n").await;
+    again.expect_output("back", WAIT).await;
+}

@@ -74,7 +74,7 @@ pub(super) async fn attach(
         let from_offset = query.from_offset.unwrap_or(0);
         // Subscribed before the terminal opens, so no change falls between the two.
         let changes = state.control.subscribe();
-        let (session, terminal) = state
+        let (session, terminal, slot) = state
             .control
             .open_terminal(session_id, &query.token, size, from_offset)
             .await?;
@@ -88,8 +88,12 @@ pub(super) async fn attach(
                     changes,
                     session,
                 };
-                relay::relay(socket, attached, terminal, placement, size, from_offset)
-                    .instrument(span)
+                async move {
+                    // The viewer's place is given back when it goes.
+                    let _slot = slot;
+                    relay::relay(socket, attached, terminal, placement, size, from_offset).await;
+                }
+                .instrument(span)
             },
         ))
     }

@@ -14,6 +14,9 @@ use fogshell_shared::wire::{
 use fogshell_shared::{ErrorCode, NodeId, SessionId};
 use tokio::sync::oneshot;
 
+/// How long opening a terminal stream may wait for the node to allow one more.
+const OPEN_TERMINAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One node's live link.
 pub struct NodeLink {
     node_id: NodeId,
@@ -130,11 +133,23 @@ impl NodeLink {
     ) -> Result<Terminal, CommandError> {
         let unavailable =
             |e: &dyn std::fmt::Display| link_error(ErrorCode::NodeUnavailable, e.to_string());
-        let (mut send, recv) = self
-            .connection
-            .open_bi()
-            .await
-            .map_err(|e| unavailable(&e))?;
+        // A node with all its terminal streams open makes the next one wait: a refusal,
+        // not a hang.
+        let (mut send, recv) = tokio::time::timeout(
+            OPEN_TERMINAL_TIMEOUT,
+            self.connection.open_bi(),
+        )
+        .await
+        .map_err(|_| {
+            link_error(
+                ErrorCode::NodeUnavailable,
+                format!(
+                    "node {} takes no more terminals now (its [node] max_terminals are open)",
+                    self.node_id
+                ),
+            )
+        })?
+        .map_err(|e| unavailable(&e))?;
         write_message(
             &mut send,
             &PtyStreamHeader {
