@@ -287,6 +287,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         control: Arc::clone(&control),
         verifier: Arc::clone(&verifier),
         rate: RateLimiter::new(config.rate),
+        refusals: Default::default(),
         enrollment: Arc::clone(&enrollment),
         dev_issuer: dev_issuer.clone(),
         client_scope: config.client_scope.clone(),

@@ -109,6 +109,10 @@ pub async fn serve_with(
     }
 }
 
+/// The address a request's connection came from, as a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
 /// HTTP/1.1 (with upgrades, for the terminal's WebSocket) on one accepted connection.
 async fn serve_connection<I>(
     io: I,
@@ -118,6 +122,8 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Handlers that limit by source (refusals before authentication) find it here.
+    let app = app.layer(axum::Extension(RemoteAddr(remote)));
     let service = hyper_util::service::TowerToHyperService::new(app);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

@@ -467,3 +467,79 @@ async fn a_tenant_over_its_rate_gets_429_and_others_do_not() {
         200
     );
 }
+
+/// A flood of garbage tokens is refused every time, but recorded one by one only within the
+/// address's budget (30 at once, one a second after): past it each refusal is counted and
+/// points at the last record, and the count reaches the chain with the next record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_tokens_is_counted_not_written_one_by_one() {
+    let stack = Stack::coordinator_only(&[]);
+    let api = Api::new(&stack.api).await;
+    let admin = stack.issuer.token("admin", "ops");
+    let mut pointers = Vec::new();
+    for n in 0..100 {
+        let answer = api
+            .raw("GET", "/v1/sessions")
+            .bearer_auth(format!("garbage.{n}.token"))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), 401);
+        let body: Value = answer.json().await.expect("the API's body");
+        assert_eq!(body["code"], "ECS_UNAUTHENTICATED", "{body}");
+        pointers.push(
+            body["evidence_pointer"]
+                .as_str()
+                .expect("evidence")
+                .to_owned(),
+        );
+    }
+    let recorded = || async {
+        api.get(
+            &admin,
+            "/v1/events?event_type=policy.denied&limit=1000",
+            "/v1/events",
+        )
+        .await
+        .body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["details"]["rule_id"] == "auth.malformed_token")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    let records = recorded().await;
+    assert!(
+        (30..=40).contains(&records.len()),
+        "{} records for 100 refusals",
+        records.len()
+    );
+    // Every refusal points at a record that exists.
+    let distinct: std::collections::BTreeSet<&String> = pointers.iter().collect();
+    assert_eq!(distinct.len(), records.len());
+    let last = api
+        .get(&admin, pointers.last().unwrap(), "/v1/events/{id}")
+        .await;
+    assert_eq!(last.status, 200, "{}", last.body);
+
+    // Once the budget refills, the next record carries the count.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answer = api
+        .raw("GET", "/v1/sessions")
+        .bearer_auth("garbage.again")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), 401);
+    let records = recorded().await;
+    let reason = records.last().unwrap()["details"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let counted = 100 - distinct.len();
+    assert!(
+        reason.contains(&format!("and {counted} more refusals from 127.0.0.1")),
+        "{reason}"
+    );
+}

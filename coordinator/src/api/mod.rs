@@ -12,6 +12,7 @@ pub mod gateway;
 mod gateways;
 mod nodes;
 pub mod rate_limit;
+pub mod refusals;
 mod sessions;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub verifier: Arc<OidcVerifier>,
     /// Per-tenant request budget.
     pub rate: RateLimiter,
+    /// How many refused authentications each address may have recorded one by one.
+    pub refusals: refusals::RefusalBudget,
     /// Join tokens and the CA, for `POST /v1/nodes/join-tokens`.
     pub enrollment: Arc<Enrollment>,
     /// The development issuer, when this is the all-in-one stack.
@@ -133,6 +136,54 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A refused authentication: evidence of its own within its address's budget
+/// ([`refusals`]), else counted and pointed at the address's last record.
+fn refuse_authentication(
+    state: &AppState,
+    remote: Option<std::net::IpAddr>,
+    rule_id: &str,
+    message: String,
+) -> Response {
+    let recording = remote.map_or(refusals::Recording::Record { unrecorded: 0 }, |ip| {
+        state.refusals.refused(ip, Instant::now())
+    });
+    match recording {
+        refusals::Recording::Record { unrecorded } => {
+            let reason = match remote {
+                Some(ip) if unrecorded > 0 => format!(
+                    "{message} (and {unrecorded} more refusals from {ip} since the last record)"
+                ),
+                _ => message,
+            };
+            let error = state.control.deny(
+                None,
+                anonymous(),
+                ErrorCode::Unauthenticated,
+                rule_id,
+                reason,
+                None,
+            );
+            if let Some(ip) = remote {
+                state
+                    .refusals
+                    .recorded(ip, error.0.evidence_pointer.clone());
+            }
+            error.into_response()
+        }
+        refusals::Recording::Counted { last_record } => {
+            tracing::debug!(rule_id, "refusal counted, not recorded on its own");
+            let mut body = fogshell_shared::ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                format!("{message} (too many refusals from this address to record each: counted)"),
+            );
+            if let Some(pointer) = last_record {
+                body = body.with_evidence(pointer);
+            }
+            fogshell_gateway::error_response(body)
+        }
+    }
+}
+
 fn anonymous() -> Actor {
     Actor::User {
         subject: "<unauthenticated>".into(),
@@ -146,38 +197,30 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let control = &state.control;
     let principal = match bearer(request.headers()) {
-        None => Err(control.deny(
-            None,
-            anonymous(),
-            ErrorCode::Unauthenticated,
+        None => Err((
             "auth.missing_token",
-            "an OIDC access token is required (Authorization: Bearer …)".into(),
-            None,
+            "an OIDC access token is required (Authorization: Bearer …)".to_owned(),
         )),
-        Some(token) if fogshell_shared::attach_token::looks_like(token) => Err(control.deny(
-            None,
-            anonymous(),
-            ErrorCode::Unauthenticated,
+        Some(token) if fogshell_shared::attach_token::looks_like(token) => Err((
             "auth.attach_token_as_bearer",
-            "an attach token opens one terminal; it is not an API credential".into(),
-            None,
+            "an attach token opens one terminal; it is not an API credential".to_owned(),
         )),
-        Some(token) => state.verifier.verify(token).await.map_err(|refused| {
-            control.deny(
-                None,
-                anonymous(),
-                ErrorCode::Unauthenticated,
-                refused.rule_id,
-                refused.message,
-                None,
-            )
-        }),
+        Some(token) => state
+            .verifier
+            .verify(token)
+            .await
+            .map_err(|refused| (refused.rule_id, refused.message)),
     };
     let principal = match principal {
         Ok(p) => p,
-        Err(error) => return error.into_response(),
+        Err((rule_id, message)) => {
+            let remote = request
+                .extensions()
+                .get::<fogshell_gateway::serve::RemoteAddr>()
+                .map(|r| r.0.ip());
+            return refuse_authentication(&state, remote, rule_id, message);
+        }
     };
     let decision = state.rate.check(&principal.tenant, Instant::now());
     let mut response = if decision.allowed {

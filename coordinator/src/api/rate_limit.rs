@@ -1,5 +1,7 @@
-//! Per-tenant rate limiting: a token bucket per tenant, refilled continuously. Pure state,
-//! driven with explicit instants so it tests without sleeping.
+//! Rate limiting: a token bucket per key, refilled continuously — per tenant for the API's
+//! requests, per source address for failed authentications (before anyone is known, so a
+//! flood of garbage tokens costs neither verification nor an audit write per request). Pure
+//! state, driven with explicit instants so it tests without sleeping.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -43,13 +45,13 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Buckets by tenant.
-pub struct RateLimiter {
+/// Buckets by key: a tenant, or a source address.
+pub struct RateLimiter<K = TenantId> {
     limit: RateLimit,
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl std::fmt::Debug for RateLimiter {
+impl<K> std::fmt::Debug for RateLimiter<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
             .field("limit", &self.limit)
@@ -60,8 +62,8 @@ impl std::fmt::Debug for RateLimiter {
 /// Tenants idle this long are forgotten (their bucket is full again anyway).
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
-impl RateLimiter {
-    /// A limiter applying `limit` to every tenant.
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter applying `limit` to every key.
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
@@ -69,20 +71,39 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request from `tenant`'s bucket at `now`.
-    pub fn check(&self, tenant: &TenantId, now: Instant) -> Decision {
-        let RateLimit { burst, per_second } = self.limit;
+    /// Whether `key`'s bucket is empty at `now`, without taking from it: the whole seconds
+    /// until it holds one request again.
+    pub fn exhausted(&self, key: &K, now: Instant) -> Option<u64> {
+        let mut buckets = fogshell_shared::sync::lock(&self.buckets);
+        let bucket = buckets.get_mut(key)?;
+        let tokens = self.refill(bucket, now);
+        (tokens < 1.0).then(|| self.retry_after(tokens))
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens =
+            (bucket.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
+        bucket.updated = now;
+        bucket.tokens
+    }
+
+    fn retry_after(&self, tokens: f64) -> u64 {
+        ((1.0 - tokens) / self.limit.per_second).ceil().max(1.0) as u64
+    }
+
+    /// Takes one request from `key`'s bucket at `now`.
+    pub fn check(&self, key: &K, now: Instant) -> Decision {
+        let RateLimit { burst, .. } = self.limit;
         let mut buckets = fogshell_shared::sync::lock(&self.buckets);
         if buckets.len() > 10_000 {
             buckets.retain(|_, b| now.duration_since(b.updated) < FORGET_AFTER);
         }
-        let bucket = buckets.entry(tenant.clone()).or_insert(Bucket {
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: f64::from(burst),
             updated: now,
         });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(f64::from(burst));
-        bucket.updated = now;
+        self.refill(bucket, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Decision {
@@ -96,7 +117,7 @@ impl RateLimiter {
                 allowed: false,
                 limit: burst,
                 remaining: 0,
-                retry_after_secs: ((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64,
+                retry_after_secs: self.retry_after(bucket.tokens),
             }
         }
     }
@@ -125,5 +146,22 @@ mod tests {
         );
         assert!(limiter.check(&a, t0 + Duration::from_millis(1100)).allowed);
         assert!(!limiter.check(&a, t0 + Duration::from_millis(1200)).allowed);
+    }
+
+    #[test]
+    fn exhaustion_is_seen_without_taking_and_ends_with_the_refill() {
+        let limiter: RateLimiter<std::net::IpAddr> = RateLimiter::new(RateLimit {
+            burst: 2,
+            per_second: 0.5,
+        });
+        let ip = std::net::IpAddr::from([198, 18, 0, 7]);
+        let t0 = Instant::now();
+        assert_eq!(limiter.exhausted(&ip, t0), None, "an address never seen");
+        limiter.check(&ip, t0);
+        assert_eq!(limiter.exhausted(&ip, t0), None);
+        limiter.check(&ip, t0);
+        assert_eq!(limiter.exhausted(&ip, t0), Some(2));
+        assert_eq!(limiter.exhausted(&ip, t0), Some(2), "looking takes nothing");
+        assert_eq!(limiter.exhausted(&ip, t0 + Duration::from_secs(2)), None);
     }
 }
