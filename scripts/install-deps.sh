@@ -28,6 +28,7 @@ apt_packages=(
   tpm2-tools   # tpm2_pcrextend: the attestation tests change a PCR as a new boot chain would
   websocketd   # the edge latency bench's floor: a bare terminal server on the fog node
   libnss3-tools # certutil: the console test's browser trusts the coordinator's CA (its NSS database)
+  systemd      # systemd-analyze verifies the units in systemd/
 )
 
 if $run_only; then

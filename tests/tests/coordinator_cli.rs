@@ -128,3 +128,37 @@ fn a_policy_that_does_not_require_all_three_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// The systemd units in `systemd/` pass `systemd-analyze verify` — with `ExecStart` pointed
+/// at the binaries just built, since they are not installed on the test machine.
+#[test]
+fn the_systemd_units_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    let env_file = dir.path().join("coordinator.env");
+    std::fs::write(&env_file, "FOGSHELL_SERVE_ARGS=--dev-issuer\n").unwrap();
+    let mut paths = Vec::new();
+    for name in ["fogshell-coordinator.service", "fogshell-agent.service"] {
+        let text = std::fs::read_to_string(units.join(name)).unwrap();
+        let binary = name.trim_end_matches(".service");
+        let text = text
+            .replace(
+                &format!("/usr/local/bin/{binary}"),
+                fogshell_e2e::binary(binary).to_str().unwrap(),
+            )
+            .replace("/etc/fogshell/coordinator.env", env_file.to_str().unwrap());
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let verified = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    assert!(
+        verified.status.success() && verified.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
