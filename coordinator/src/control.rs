@@ -971,26 +971,27 @@ impl ControlPlane {
         Ok(self.store.edge_audit_through(node_id)?)
     }
 
-    /// Opens the session's terminal for the gateway after checking its attach token, and
-    /// that the session and its tenant have room for another viewer; the slot is held as
-    /// long as the viewer is.
+    /// Checks an attach token for `session_id`: the refusal's rule id and words, for the
+    /// gateway to answer (and record within its address's budget).
+    pub fn check_attach_token(
+        &self,
+        token: &str,
+        session_id: SessionId,
+    ) -> Result<(), (&'static str, String)> {
+        self.attach
+            .verify(token, session_id, now())
+            .map(|_| ())
+            .map_err(|refused| (refused.rule_id(), refused.to_string()))
+    }
+
+    /// Opens the session's terminal for a viewer whose token was checked, if the session and
+    /// its tenant have room for another viewer; the slot is held as long as the viewer is.
     pub async fn open_terminal(
         &self,
         session_id: SessionId,
-        token: &str,
         size: TermSize,
         from_offset: u64,
     ) -> Result<(SessionRecord, Terminal, ViewerSlot), ApiError> {
-        if let Err(refused) = self.attach.verify(token, session_id, now()) {
-            return Err(self.deny(
-                None,
-                Actor::System,
-                ErrorCode::Unauthenticated,
-                refused.rule_id(),
-                refused.to_string(),
-                Some(session_id.to_string()),
-            ));
-        }
         let tenant = self
             .store
             .session(session_id)?

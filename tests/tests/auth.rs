@@ -542,4 +542,52 @@ async fn a_flood_of_bad_tokens_is_counted_not_written_one_by_one() {
         reason.contains(&format!("and {counted} more refusals from 127.0.0.1")),
         "{reason}"
     );
+
+    // Forged attach tokens at the relay draw on the same budget: refused, counted, and
+    // pointing at a record that exists.
+    let before = api
+        .get(
+            &admin,
+            "/v1/events?event_type=policy.denied&limit=1000",
+            "/v1/events",
+        )
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let relay = stack.api.replacen("http", "ws", 1);
+    let session = "00000000-0000-4000-8000-000000000000";
+    for n in 0..50 {
+        let refused = fogshell_e2e::ws::Viewer::connect(
+            &format!("{relay}/v1/sessions/{session}/pty"),
+            &format!("fsa2.forged{n}.sig"),
+            80,
+            24,
+        )
+        .await
+        .expect_err("a forged attach token is refused");
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        let pointer = refused.body["evidence_pointer"].as_str().expect("evidence");
+        assert_eq!(
+            api.get(&admin, pointer, "/v1/events/{id}").await.status,
+            200
+        );
+    }
+    let after = api
+        .get(
+            &admin,
+            "/v1/events?event_type=policy.denied&limit=1000",
+            "/v1/events",
+        )
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        after - before <= 3,
+        "{} records for 50 refusals",
+        after - before
+    );
 }

@@ -38,6 +38,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 pub(super) async fn attach(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    remote: Option<axum::Extension<fogshell_gateway::serve::RemoteAddr>>,
     headers: axum::http::HeaderMap,
     ApiQuery(query): ApiQuery<PtyQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -74,9 +75,19 @@ pub(super) async fn attach(
         let from_offset = query.from_offset.unwrap_or(0);
         // Subscribed before the terminal opens, so no change falls between the two.
         let changes = state.control.subscribe();
+        if let Err((rule_id, message)) = state.control.check_attach_token(&query.token, session_id) {
+            let remote = remote.map(|axum::Extension(remote)| remote.0.ip());
+            return Ok(super::refuse_authentication(
+                &state,
+                remote,
+                rule_id,
+                message,
+                Some(session_id.to_string()),
+            ));
+        }
         let (session, terminal, slot) = state
             .control
-            .open_terminal(session_id, &query.token, size, from_offset)
+            .open_terminal(session_id, size, from_offset)
             .await?;
         let control = Arc::clone(&state.control);
         Ok::<_, ApiError>(upgrade.max_message_size(MAX_MESSAGE_SIZE).on_upgrade(

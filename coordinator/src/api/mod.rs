@@ -138,11 +138,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// A refused authentication: evidence of its own within its address's budget
 /// ([`refusals`]), else counted and pointed at the address's last record.
-fn refuse_authentication(
+pub(super) fn refuse_authentication(
     state: &AppState,
     remote: Option<std::net::IpAddr>,
     rule_id: &str,
     message: String,
+    subject: Option<String>,
 ) -> Response {
     let recording = remote.map_or(refusals::Recording::Record { unrecorded: 0 }, |ip| {
         state.refusals.refused(ip, Instant::now())
@@ -161,7 +162,7 @@ fn refuse_authentication(
                 ErrorCode::Unauthenticated,
                 rule_id,
                 reason,
-                None,
+                subject,
             );
             if let Some(ip) = remote {
                 state
@@ -219,7 +220,7 @@ async fn authenticate(
                 .extensions()
                 .get::<fogshell_gateway::serve::RemoteAddr>()
                 .map(|r| r.0.ip());
-            return refuse_authentication(&state, remote, rule_id, message);
+            return refuse_authentication(&state, remote, rule_id, message, None);
         }
     };
     let decision = state.rate.check(&principal.tenant, Instant::now());
