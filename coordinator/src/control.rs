@@ -195,6 +195,33 @@ fn random_session_id() -> Result<SessionId, ApiError> {
     Ok(SessionId::from_random_bytes(bytes))
 }
 
+/// `placement.decided` for `session_id`, with its reason codes.
+fn placement_decided(
+    tenant: Option<&TenantId>,
+    session_id: SessionId,
+    placement: &Placement,
+) -> AuditEntry {
+    entry(
+        tenant,
+        Actor::System,
+        Outcome::Success,
+        AuditEvent::PlacementDecided {
+            session_id,
+            node_id: placement.node_id.clone(),
+            region: placement.region.clone(),
+            trust_tier: placement.trust_tier,
+            reasons: placement.reasons.clone(),
+        },
+    )
+}
+
+/// A node as the actor of an audit event.
+fn node_actor(node_id: &NodeId) -> Actor {
+    Actor::Node {
+        node_id: node_id.clone(),
+    }
+}
+
 fn user(principal: &Principal) -> Actor {
     Actor::User {
         subject: principal.subject.clone(),
@@ -492,18 +519,7 @@ impl ControlPlane {
                                 image_ref: image_ref.clone(),
                             },
                         ),
-                        entry(
-                            tenant,
-                            Actor::System,
-                            Outcome::Success,
-                            AuditEvent::PlacementDecided {
-                                session_id,
-                                node_id: placement.node_id.clone(),
-                                region: placement.region.clone(),
-                                trust_tier: placement.trust_tier,
-                                reasons: placement.reasons.clone(),
-                            },
-                        ),
+                        placement_decided(tenant, session_id, &placement),
                         entry(
                             tenant,
                             Actor::System,
@@ -560,16 +576,7 @@ impl ControlPlane {
     ) -> Result<(), ApiError> {
         let session_id = session.session_id;
         let node_id = session.node_id().clone();
-        let result = match self.links.get(&node_id) {
-            Some(link) => {
-                link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT)
-                    .await
-            }
-            None => Err(fogshell_shared::wire::CommandError {
-                code: ErrorCode::NodeUnavailable,
-                message: format!("node {node_id} is not connected"),
-            }),
-        };
+        let result = self.allocate_on(&node_id, spec).await;
         // Only the start this call made may settle the session.
         let still_starting_here = |stored: &SessionRecord| {
             stored.status == SessionStatus::Pending && stored.node_id() == &node_id
@@ -583,9 +590,7 @@ impl ControlPlane {
             }) => {
                 let event = entry(
                     Some(&tenant),
-                    Actor::Node {
-                        node_id: node_id.clone(),
-                    },
+                    node_actor(&node_id),
                     Outcome::Success,
                     AuditEvent::RuntimeAllocated {
                         session_id,
@@ -641,9 +646,7 @@ impl ControlPlane {
                         .unwrap_or(("node.refused", error.message.as_str()));
                     return Err(self.deny(
                         Some(&tenant),
-                        Actor::Node {
-                            node_id: node_id.clone(),
-                        },
+                        node_actor(&node_id),
                         ErrorCode::PolicyDenied,
                         rule_id,
                         format!("node {node_id} refused {image_ref}: {reason}"),
@@ -659,6 +662,24 @@ impl ControlPlane {
                     format!("the node could not start the session: {}", error.message),
                 ))
             }
+        }
+    }
+
+    /// The runtime contract's `allocate` on `node_id`, over its link.
+    async fn allocate_on(
+        &self,
+        node_id: &NodeId,
+        spec: AllocateSpec,
+    ) -> Result<CommandOutput, fogshell_shared::wire::CommandError> {
+        match self.links.get(node_id) {
+            Some(link) => {
+                link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT)
+                    .await
+            }
+            None => Err(fogshell_shared::wire::CommandError {
+                code: ErrorCode::NodeUnavailable,
+                message: format!("node {node_id} is not connected"),
+            }),
         }
     }
 
@@ -919,9 +940,7 @@ impl ControlPlane {
             first: first.seq,
             last: last.seq,
         };
-        let actor = || Actor::Node {
-            node_id: node_id.clone(),
-        };
+        let actor = || node_actor(node_id);
         let tenant_of = |session_id: Option<SessionId>| {
             session_id
                 .and_then(|id| self.store.session(id).ok().flatten())
@@ -1150,9 +1169,7 @@ impl ControlPlane {
         }
         let event = entry(
             Some(&session.tenant),
-            Actor::Node {
-                node_id: node_id.clone(),
-            },
+            node_actor(&node_id),
             if held {
                 Outcome::Success
             } else {
@@ -1234,9 +1251,7 @@ impl ControlPlane {
         session.exit_code = Some(code);
         let event = entry(
             Some(&session.tenant),
-            Actor::Node {
-                node_id: node_id.clone(),
-            },
+            node_actor(node_id),
             Outcome::Success,
             AuditEvent::SessionTerminated {
                 session_id,
@@ -1310,9 +1325,7 @@ impl ControlPlane {
             {
                 let event = entry(
                     Some(&session.tenant),
-                    Actor::Node {
-                        node_id: node_id.clone(),
-                    },
+                    node_actor(node_id),
                     Outcome::Failure,
                     AuditEvent::FailoverFailed {
                         session_id: session.session_id,
@@ -1346,9 +1359,7 @@ impl ControlPlane {
         };
         let event = entry(
             Some(&session.tenant),
-            Actor::Node {
-                node_id: node_id.clone(),
-            },
+            node_actor(&node_id),
             Outcome::Success,
             AuditEvent::RuntimeAllocated {
                 session_id: session.session_id,
@@ -1518,18 +1529,7 @@ impl ControlPlane {
                     from_node: from.clone(),
                 },
             ),
-            entry(
-                tenant,
-                Actor::System,
-                Outcome::Success,
-                AuditEvent::PlacementDecided {
-                    session_id,
-                    node_id: to.clone(),
-                    region: placement.region.clone(),
-                    trust_tier: placement.trust_tier,
-                    reasons: placement.reasons.clone(),
-                },
-            ),
+            placement_decided(tenant, session_id, &placement),
         ];
         if !self.transition_because(
             &mut session,
@@ -1553,16 +1553,7 @@ impl ControlPlane {
             placement: placement.clone(),
             image_ref: session.image_ref.clone(),
         };
-        let result = match self.links.get(&to) {
-            Some(link) => {
-                link.request(Command::Allocate(Box::new(spec)), ALLOCATE_TIMEOUT)
-                    .await
-            }
-            None => Err(fogshell_shared::wire::CommandError {
-                code: ErrorCode::NodeUnavailable,
-                message: format!("node {to} is not connected"),
-            }),
-        };
+        let result = self.allocate_on(&to, spec).await;
         match result {
             Ok(CommandOutput::Allocated {
                 runtime_ref,
@@ -1572,9 +1563,7 @@ impl ControlPlane {
                 let events = vec![
                     entry(
                         tenant,
-                        Actor::Node {
-                            node_id: to.clone(),
-                        },
+                        node_actor(&to),
                         Outcome::Success,
                         AuditEvent::RuntimeAllocated {
                             session_id,
@@ -1670,9 +1659,7 @@ impl FabricHooks for Hooks {
     fn record(&self, outcome: Outcome, event: AuditEvent) {
         let actor = match &event {
             AuditEvent::NodeEnrolled { node_id } | AuditEvent::NodeConnected { node_id, .. } => {
-                Actor::Node {
-                    node_id: node_id.clone(),
-                }
+                node_actor(node_id)
             }
             _ => Actor::System,
         };

@@ -148,6 +148,14 @@ impl Api {
         .await
     }
 
+    /// The events of `event_type` the caller may read (the first 1000), oldest first.
+    pub async fn events(&self, token: &str, event_type: &str) -> Vec<Value> {
+        let path = format!("/v1/events?event_type={event_type}&limit=1000");
+        let answer = self.get(token, &path, "/v1/events").await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        answer.body["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `POST /v1/sessions` with `Prefer: respond-async`: answered once the session is placed.
     pub async fn create_session_async(&self, token: &str, body: &Value) -> Answer {
         self.call_with(

@@ -495,18 +495,10 @@ async fn a_flood_of_bad_tokens_is_counted_not_written_one_by_one() {
         );
     }
     let recorded = || async {
-        api.get(
-            &admin,
-            "/v1/events?event_type=policy.denied&limit=1000",
-            "/v1/events",
-        )
-        .await
-        .body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        api.events(&admin, "policy.denied")
+            .await
+            .into_iter()
             .filter(|e| e["details"]["rule_id"] == "auth.malformed_token")
-            .cloned()
             .collect::<Vec<Value>>()
     };
     let records = recorded().await;
@@ -545,17 +537,7 @@ async fn a_flood_of_bad_tokens_is_counted_not_written_one_by_one() {
 
     // Forged attach tokens at the relay draw on the same budget: refused, counted, and
     // pointing at a record that exists.
-    let before = api
-        .get(
-            &admin,
-            "/v1/events?event_type=policy.denied&limit=1000",
-            "/v1/events",
-        )
-        .await
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .len();
+    let before = api.events(&admin, "policy.denied").await.len();
     let relay = stack.api.replacen("http", "ws", 1);
     let session = "00000000-0000-4000-8000-000000000000";
     for n in 0..50 {
@@ -574,17 +556,7 @@ async fn a_flood_of_bad_tokens_is_counted_not_written_one_by_one() {
             200
         );
     }
-    let after = api
-        .get(
-            &admin,
-            "/v1/events?event_type=policy.denied&limit=1000",
-            "/v1/events",
-        )
-        .await
-        .body["items"]
-        .as_array()
-        .unwrap()
-        .len();
+    let after = api.events(&admin, "policy.denied").await.len();
     assert!(
         after - before <= 3,
         "{} records for 50 refusals",

@@ -98,15 +98,8 @@ async fn far_node_and_a_start_under_way(cut: bool) -> (Stack, String, String) {
 
 /// The session's `runtime.allocated` events, as `(outcome, actor kind)`.
 async fn allocations(api: &Api, token: &str, id: &str) -> Vec<(Value, Value)> {
-    api.get(
-        token,
-        "/v1/events?event_type=runtime.allocated",
-        "/v1/events",
-    )
-    .await
-    .body["items"]
-        .as_array()
-        .unwrap()
+    api.events(token, "runtime.allocated")
+        .await
         .iter()
         .filter(|e| e["details"]["session_id"] == id)
         .map(|e| (e["outcome"].clone(), e["actor"]["kind"].clone()))

@@ -318,18 +318,10 @@ async fn a_session_whose_limits_stop_holding_is_ended() {
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["session_id"].as_str().unwrap().to_owned();
     let checks = || async {
-        api.get(
-            &alice,
-            "/v1/events?event_type=session.limits_checked",
-            "/v1/events",
-        )
-        .await
-        .body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
+        api.events(&alice, "session.limits_checked")
+            .await
+            .into_iter()
             .filter(|e| e["details"]["session_id"] == id.as_str())
-            .cloned()
             .collect::<Vec<Value>>()
     };
     let deadline = std::time::Instant::now() + WAIT;
@@ -373,19 +365,10 @@ async fn a_session_whose_limits_stop_holding_is_ended() {
         json!(["pids: wanted 256, found unlimited"])
     );
     let ended = api
-        .get(
-            &alice,
-            "/v1/events?event_type=session.terminated",
-            "/v1/events",
-        )
+        .events(&alice, "session.terminated")
         .await
-        .body;
-    let ended = ended["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .find(|e| e["details"]["session_id"] == id.as_str())
-        .cloned()
         .expect("a session.terminated");
     assert_eq!(ended["details"]["cause"], "limits_not_enforced", "{ended}");
     stack.verify_audit();
