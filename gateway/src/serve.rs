@@ -45,8 +45,10 @@ pub fn tune_client_socket(tcp: &tokio::net::TcpStream) {
     }
 }
 
-/// How long a client may take before the server gives up on its connection: a client that
-/// opens connections and never finishes them must not hold tasks and sockets forever.
+/// What the server grants clients: how long one may take before the server gives up on its
+/// connection (a client that opens connections and never finishes them must not hold tasks
+/// and sockets forever), and how many connections it serves at once (so a flood meets this
+/// limit, not the process's file limit, and the store and the QUIC socket keep working).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// To finish the TLS handshake.
@@ -54,6 +56,9 @@ pub struct Timeouts {
     /// To send a request's headers (hyper's header read timeout, which also ends a
     /// connection that stays silent before its first request).
     pub headers: Duration,
+    /// Connections served at once, terminals included; past it the next waits in the
+    /// kernel's queue until one ends.
+    pub max_connections: usize,
 }
 
 impl Default for Timeouts {
@@ -61,6 +66,8 @@ impl Default for Timeouts {
         Self {
             handshake: Duration::from_secs(10),
             headers: Duration::from_secs(10),
+            // Well under the 65 536 descriptors the systemd units allow.
+            max_connections: 16_384,
         }
     }
 }
@@ -83,7 +90,17 @@ pub async fn serve_with(
     timeouts: Timeouts,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = Arc::new(tokio::sync::Semaphore::new(timeouts.max_connections));
     loop {
+        if connections.available_permits() == 0 {
+            tracing::warn!(
+                max_connections = timeouts.max_connections,
+                "serving as many connections as allowed: the next waits for one to end"
+            );
+        }
+        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else {
+            return;
+        };
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -97,6 +114,8 @@ pub async fn serve_with(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            // Held for the connection's life, an upgraded terminal's included.
+            let _permit = permit;
             let Some(acceptor) = acceptor else {
                 return serve_connection(tcp, app, timeouts, remote).await;
             };

@@ -12,13 +12,21 @@ use tokio::net::{TcpListener, TcpStream};
 const TIMEOUTS: Timeouts = Timeouts {
     handshake: Duration::from_millis(300),
     headers: Duration::from_millis(300),
+    max_connections: 64,
 };
 
 async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> std::net::SocketAddr {
+    start_with(tls, TIMEOUTS).await
+}
+
+async fn start_with(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    timeouts: Timeouts,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-    tokio::spawn(serve_with(listener, app, tls, TIMEOUTS));
+    tokio::spawn(serve_with(listener, app, tls, timeouts));
     addr
 }
 
@@ -85,4 +93,40 @@ async fn an_unfinished_tls_handshake_is_dropped() {
         .await
         .unwrap();
     closed_within(half, Duration::from_secs(3)).await;
+}
+
+/// Past `max_connections` a client waits for a connection to end instead of being served at
+/// once: here two silent ones hold the two places until their header timeout frees them.
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_for_a_place() {
+    let addr = start_with(
+        None,
+        Timeouts {
+            max_connections: 2,
+            ..TIMEOUTS
+        },
+    )
+    .await;
+    let _silent: Vec<TcpStream> = vec![
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    // Give the server the moment to accept both.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    good.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(3), good.read_to_string(&mut answer))
+        .await
+        .expect("served once a place is free")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "served before a place was free: {waited:?}"
+    );
 }
