@@ -18,6 +18,7 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
+use fogshell_gateway::refusals::{Recording, RefusalBudget};
 use fogshell_gateway::relay::{
     self, Backend, Change, MAX_MESSAGE_SIZE, Outbox, PtyQuery, Rebound, Terminal, close_code,
 };
@@ -46,6 +47,8 @@ struct Gateway<N> {
     edge: Arc<EdgeState>,
     /// The viewers served now, per session.
     viewers: Arc<Viewers>,
+    /// How many refusals each address may have recorded one by one.
+    refusals: RefusalBudget,
     /// This node, as its sessions are described to a direct viewer.
     placement: Placement,
 }
@@ -99,6 +102,7 @@ pub async fn start<N: LocalNode>(
             per_session: section.max_viewers_per_session,
             per_tenant: usize::MAX,
         }),
+        refusals: RefusalBudget::default(),
         placement,
     });
     let app = Router::new()
@@ -121,26 +125,56 @@ pub async fn start<N: LocalNode>(
 }
 
 impl<N: LocalNode> Gateway<N> {
-    /// Records a refusal and answers it, pointing at the record.
+    /// Records a refusal and answers it, pointing at the record — within the budget of the
+    /// address it came from ([`RefusalBudget`]); past it the refusal is counted, points at
+    /// the address's last record, and the count goes into its next one.
     fn refuse(
         &self,
+        remote: Option<std::net::IpAddr>,
         code: ErrorCode,
         rule_id: &str,
         message: String,
         session_id: Option<SessionId>,
     ) -> Response {
-        tracing::info!(rule_id, %message, "policy.denied at the edge");
-        let seq = self.edge.record(
-            crate::clock::now(),
-            EdgeEvent::Refused {
-                rule_id: rule_id.to_owned(),
-                reason: message.clone(),
-                session_id,
-            },
-        );
-        let mut body = ErrorBody::new(code, message);
-        if let Some(seq) = seq {
-            body = body.with_evidence(format!("edge:{}/{seq}", self.placement.node_id));
+        let recording = remote.map_or(Recording::Record { unrecorded: 0 }, |ip| {
+            self.refusals.refused(ip, std::time::Instant::now())
+        });
+        let (reason, pointer) = match recording {
+            Recording::Record { unrecorded } => {
+                let reason = match remote {
+                    Some(ip) if unrecorded > 0 => format!(
+                        "{message} (and {unrecorded} more refusals from {ip} since the last record)"
+                    ),
+                    _ => message.clone(),
+                };
+                tracing::info!(rule_id, %reason, "policy.denied at the edge");
+                let seq = self.edge.record(
+                    crate::clock::now(),
+                    EdgeEvent::Refused {
+                        rule_id: rule_id.to_owned(),
+                        reason: reason.clone(),
+                        session_id,
+                    },
+                );
+                let pointer = seq.map(|seq| format!("edge:{}/{seq}", self.placement.node_id));
+                if let Some(ip) = remote {
+                    self.refusals.recorded(ip, pointer.clone());
+                }
+                (reason, pointer)
+            }
+            Recording::Counted { last_record } => {
+                tracing::debug!(rule_id, "refusal counted, not recorded on its own");
+                (
+                    format!(
+                        "{message} (too many refusals from this address to record each: counted)"
+                    ),
+                    last_record,
+                )
+            }
+        };
+        let mut body = ErrorBody::new(code, reason);
+        if let Some(pointer) = pointer {
+            body = body.with_evidence(pointer);
         }
         fogshell_gateway::error_response(body)
     }
@@ -151,6 +185,7 @@ impl<N: LocalNode> Gateway<N> {
 async fn attach<N: LocalNode>(
     State(gateway): State<Arc<Gateway<N>>>,
     Path(id): Path<String>,
+    remote: Option<axum::Extension<fogshell_gateway::serve::RemoteAddr>>,
     headers: axum::http::HeaderMap,
     query: Result<axum::extract::Query<PtyQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -158,6 +193,7 @@ async fn attach<N: LocalNode>(
     let bad = |message: String| {
         fogshell_gateway::error_response(ErrorBody::new(ErrorCode::InvalidRequest, message))
     };
+    let remote = remote.map(|axum::Extension(remote)| remote.0.ip());
     let Ok(session_id) = id.parse::<SessionId>() else {
         return fogshell_gateway::error_response(ErrorBody::new(
             ErrorCode::NotFound,
@@ -181,6 +217,7 @@ async fn attach<N: LocalNode>(
         .map(|o| o.to_str().unwrap_or("(not text)"));
     if !fogshell_gateway::origin_allowed(origin, &gateway.edge.console_origins()) {
         return gateway.refuse(
+            remote,
             ErrorCode::Forbidden,
             fogshell_gateway::ORIGIN_REFUSED,
             format!(
@@ -198,6 +235,7 @@ async fn attach<N: LocalNode>(
         crate::clock::now(),
     ) {
         return gateway.refuse(
+            remote,
             ErrorCode::Unauthenticated,
             refused.rule_id(),
             refused.to_string(),
@@ -218,6 +256,7 @@ async fn attach<N: LocalNode>(
         Ok(slot) => slot,
         Err(full) => {
             return gateway.refuse(
+                remote,
                 ErrorCode::RateLimited,
                 fogshell_gateway::viewers::VIEWER_LIMIT,
                 full.to_string(),

@@ -10,9 +10,13 @@
 //!   gateway's own ([`relay::Backend`]).
 //! - [`serve`]: the HTTP server loop, over TLS or (loopback only) plain.
 //! - [`viewers`]: how many viewers each session and tenant may have at once.
+//! - [`rate_limit`] and [`refusals`]: token buckets, and the per-address budget of refusals
+//!   recorded one by one.
 //!
 //! [`PtyMessage`]: fogshell_shared::wire::PtyMessage
 
+pub mod rate_limit;
+pub mod refusals;
 pub mod relay;
 pub mod serve;
 pub mod viewers;

@@ -608,6 +608,29 @@ async fn the_edge_refuses_other_nodes_other_sessions_expired_and_forged_tokens()
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = node_events(&api, &alice, "policy.denied", "fog-a", |_| true).await;
     assert_eq!(again.len(), rules.len(), "{again:?}");
+
+    // A flood of forged tokens is refused every time, but recorded one by one only within
+    // the address's budget (30 at once): the rest are counted and point at a record.
+    for n in 0..60 {
+        let refusal = refused(at_fog_a(&id(&a)), format!("fsa2.forged{n}.sig")).await;
+        assert_eq!(refusal.status, 401, "{}", refusal.body);
+        assert!(
+            refusal.body["evidence_pointer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("edge:fog-a/")),
+            "{}",
+            refusal.body
+        );
+    }
+    let flood = node_events(&api, &alice, "policy.denied", "fog-a", |found| {
+        found.len() >= rules.len() + 25
+    })
+    .await;
+    let recorded = flood.len() - rules.len();
+    assert!(
+        (25..=32).contains(&recorded),
+        "{recorded} records for 60 refusals"
+    );
     stack.verify_audit();
 }
 

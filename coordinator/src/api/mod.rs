@@ -11,8 +11,7 @@ pub mod extract;
 pub mod gateway;
 mod gateways;
 mod nodes;
-pub mod rate_limit;
-pub mod refusals;
+pub use fogshell_gateway::{rate_limit, refusals};
 mod sessions;
 
 use std::sync::Arc;

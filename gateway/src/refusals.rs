@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::rate_limit::{RateLimit, RateLimiter};
+use crate::rate_limit::{RateLimit, RateLimiter};
 
 /// Refusals an address may have recorded at once, and per second after.
 pub const RECORDED_REFUSALS: RateLimit = RateLimit {
