@@ -156,6 +156,8 @@ pub struct ControlPlane {
     in_flight: Arc<Mutex<BTreeSet<SessionId>>>,
     /// The relay's viewers, per session and tenant.
     viewers: Arc<fogshell_gateway::viewers::Viewers>,
+    /// How long a relay viewer may stay silent.
+    viewer_silence: Duration,
 }
 
 /// A start this process is waiting for, until dropped.
@@ -261,6 +263,8 @@ pub struct ControlConfig {
     pub console_origins: Vec<String>,
     /// How many viewers a session, and a tenant, may have at the relay at once.
     pub viewer_limits: fogshell_gateway::viewers::ViewerLimits,
+    /// How long a viewer at the relay may stay silent (pongs included) before it is dropped.
+    pub viewer_silence: Duration,
 }
 
 impl ControlPlane {
@@ -281,6 +285,7 @@ impl ControlPlane {
             attach_token_ttl,
             console_origins,
             viewer_limits,
+            viewer_silence,
         } = config;
         if !images.default_image.is_pinned() {
             return Err(format!(
@@ -303,7 +308,13 @@ impl ControlPlane {
             transitions: Mutex::new(()),
             in_flight: Arc::default(),
             viewers: fogshell_gateway::viewers::Viewers::new(viewer_limits),
+            viewer_silence,
         })
+    }
+
+    /// How long a viewer at the relay may stay silent (pongs included) before it is dropped.
+    pub fn viewer_silence(&self) -> Duration {
+        self.viewer_silence
     }
 
     /// The attach-token keys (the fabric publishes them to nodes).

@@ -186,6 +186,10 @@ struct ServeArgs {
     /// How many viewers one tenant's sessions may have at the relay at once.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_viewers_per_tenant: u32,
+    /// How long a viewer may stay silent (no message, no answer to the pings sent three
+    /// times in that span) before it is dropped and its place given back.
+    #[arg(long, default_value = "60s", value_parser = parse_viewer_silence)]
+    viewer_silence: std::time::Duration,
     /// The origin (`https://host[:port]`) of a console other than the coordinator's own whose
     /// pages may open terminals; repeatable. Browsers from any other page are refused
     /// (`pty.origin_refused`) at the relay and at the nodes' gateways.
@@ -584,6 +588,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             per_session: args.max_viewers_per_session as usize,
             per_tenant: args.max_viewers_per_tenant as usize,
         },
+        viewer_silence: args.viewer_silence,
         console_origins: args.console_origins,
         heartbeat_interval: args.heartbeat_interval,
         client_scope,
@@ -647,6 +652,17 @@ fn parse_session_ttl(text: &str) -> Result<u32, String> {
                 range.end()
             )
         })
+}
+
+/// `--viewer-silence`: a duration from a second to an hour.
+fn parse_viewer_silence(text: &str) -> Result<std::time::Duration, String> {
+    let silence = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+        .contains(&silence)
+    {
+        return Err("a viewer's allowed silence lies between 1s and 1h".into());
+    }
+    Ok(silence)
 }
 
 /// `--max-token-lifetime`: a duration from a minute to thirty days.

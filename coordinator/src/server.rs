@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub limits_check_interval: Duration,
     /// How many viewers a session, and a tenant, may have at the relay at once.
     pub viewer_limits: fogshell_gateway::viewers::ViewerLimits,
+    /// How long a relay viewer may stay silent (pongs included) before it is dropped.
+    pub viewer_silence: Duration,
     /// Origins of consoles other than the coordinator's own whose pages may open terminals.
     pub console_origins: Vec<String>,
 }
@@ -265,6 +267,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
             attach_token_ttl: config.attach_token_ttl,
             console_origins,
             viewer_limits: config.viewer_limits,
+            viewer_silence: config.viewer_silence,
         },
     )?);
     let enrollment = Arc::new(Enrollment {

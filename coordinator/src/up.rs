@@ -144,6 +144,7 @@ pub fn up(args: Up) -> Result<(), String> {
         attach_token_ttl: fogshell_coordinator::auth::attach::DEFAULT_TTL,
         limits_check_interval: fogshell_coordinator::control::LIMITS_CHECK_INTERVAL,
         viewer_limits: Default::default(),
+        viewer_silence: fogshell_gateway::relay::VIEWER_SILENCE,
         console_origins: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio: {e}"))?;

@@ -28,11 +28,10 @@ use tokio::sync::mpsc;
 /// as ttyd does, so a flood queues little and Ctrl-C is felt at once.
 const OUTPUT_QUEUE: usize = 1;
 
-/// How often a viewer is pinged: an idle terminal's socket is otherwise never written to,
-/// and a viewer that vanished (a closed laptop, a cut network) would hold its place for good.
-pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-
-/// A viewer not heard from (any message, pongs included) for this long is gone.
+/// A viewer not heard from (any message, pongs included) for this long is gone, unless the
+/// gateway says otherwise ([`Backend::viewer_silence`]). Viewers are pinged three times in
+/// that span: an idle terminal's socket is otherwise never written to, and a viewer that
+/// vanished (a closed laptop, a cut network) would hold its place for good.
 pub const VIEWER_SILENCE: Duration = Duration::from_secs(60);
 
 /// How long what is queued when a viewer's relay ends (an exit, a close) may take to go out
@@ -156,6 +155,10 @@ pub trait Backend: Send {
     /// control plane decided it says so).
     fn announces_placement(&self) -> bool {
         true
+    }
+    /// How long a viewer may stay silent (no message, no pong) before it is dropped.
+    fn viewer_silence(&self) -> Duration {
+        VIEWER_SILENCE
     }
 }
 
@@ -373,12 +376,13 @@ pub async fn relay<B: Backend>(
     let (input, size, flow, heard) = (&input, &size, &flow, &heard);
     let output = Outbox(queue.clone());
     let pings = Outbox(queue.clone());
+    let silence = backend.viewer_silence();
     let keepalive = async move {
-        let mut tick = tokio::time::interval(PING_INTERVAL);
+        let mut tick = tokio::time::interval(silence / 3);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if lock(heard).elapsed() > VIEWER_SILENCE {
+            if lock(heard).elapsed() > silence {
                 tracing::info!("the viewer answers no pings: gone");
                 return;
             }

@@ -454,3 +454,47 @@ async fn a_flood_of_viewers_from_one_tenant_does_not_lock_out_another() {
     again.type_bytes(b"echo \"ba\"\"ck\"\n").await;
     again.expect_output("back", WAIT).await;
 }
+
+/// A viewer that vanished without closing — it answers no pings — is dropped after
+/// `--viewer-silence`, and its place is given back to the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_answers_no_pings_is_dropped_and_its_place_given_back() {
+    let mut stack =
+        Stack::coordinator_only(&["--max-viewers-per-session", "1", "--viewer-silence", "2s"]);
+    stack.add(&NodeSpec::new("fog-a"));
+    let api = Api::new(&stack.api).await;
+    let alice = stack.issuer.token("alice", "org-a");
+    let created = api.create_session(&alice, 600).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let ws_url = created.body["attach"]["ws_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = created.body["attach"]["token"].as_str().unwrap().to_owned();
+
+    // Never read from again: pings go unanswered, as from a closed laptop.
+    let _vanished = Viewer::connect(&ws_url, &token, 80, 24)
+        .await
+        .unwrap_or_else(|r| panic!("{} {}", r.status, r.body));
+    let started = std::time::Instant::now();
+    let refused = Viewer::connect(&ws_url, &token, 80, 24)
+        .await
+        .expect_err("one viewer per session while the first holds its place");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let mut viewer = loop {
+        match Viewer::connect(&ws_url, &token, 80, 24).await {
+            Ok(viewer) => break viewer,
+            Err(refusal) if refusal.status == 429 && started.elapsed() < WAIT => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(refusal) => panic!("{} {}", refusal.status, refusal.body),
+        }
+    };
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "the silent viewer went too soon: {waited:?}"
+    );
+    viewer.type_bytes(b"echo \"pla\"\"ce\"\n").await;
+    viewer.expect_output("place", WAIT).await;
+}

@@ -129,6 +129,10 @@ fn change(change: SessionChange) -> Change {
 }
 
 impl Backend for Attached {
+    fn viewer_silence(&self) -> Duration {
+        self.control.viewer_silence()
+    }
+
     /// Waits for a change that takes the session away from the terminal on `node`.
     async fn moved_away(&mut self, node: &NodeId) -> Option<Change> {
         let session_id = self.session.session_id;
