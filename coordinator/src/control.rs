@@ -30,7 +30,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
 
-use fogshell_gateway::viewers::ViewerSlot;
+use fogshell_gateway::viewers::{Full, ViewerSlot};
 
 use crate::auth::Principal;
 use crate::auth::attach::AttachTokens;
@@ -1014,14 +1014,12 @@ impl ControlPlane {
             .map_err(|refused| (refused.rule_id(), refused.to_string()))
     }
 
-    /// Opens the session's terminal for a viewer whose token was checked, if the session and
-    /// its tenant have room for another viewer; the slot is held as long as the viewer is.
-    pub async fn open_terminal(
+    /// A place for one more viewer of `session_id` at the relay, held as long as the viewer
+    /// is; `Ok(Err(…))` names the session's tenant and the limit reached when there is none.
+    pub fn admit_viewer(
         &self,
         session_id: SessionId,
-        size: TermSize,
-        from_offset: u64,
-    ) -> Result<(SessionRecord, Terminal, ViewerSlot), ApiError> {
+    ) -> Result<Result<ViewerSlot, (TenantId, Full)>, ApiError> {
         let tenant = self
             .store
             .session(session_id)?
@@ -1029,21 +1027,10 @@ impl ControlPlane {
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, format!("no session {session_id}"))
             })?;
-        let slot = self
+        Ok(self
             .viewers
             .admit(session_id, Some(&tenant))
-            .map_err(|full| {
-                self.deny(
-                    Some(&tenant),
-                    Actor::System,
-                    ErrorCode::RateLimited,
-                    fogshell_gateway::viewers::VIEWER_LIMIT,
-                    full.to_string(),
-                    Some(session_id.to_string()),
-                )
-            })?;
-        let (session, terminal) = self.connect_terminal(session_id, size, from_offset).await?;
-        Ok((session, terminal, slot))
+            .map_err(|full| (tenant, full)))
     }
 
     /// Opens a terminal on the node the session runs on now, output from `from_offset`: for

@@ -426,6 +426,17 @@ async fn a_flood_of_viewers_from_one_tenant_does_not_lock_out_another() {
         "{}",
         evidence.body
     );
+    // The 150 refusals are not 150 durable writes: the address's budget records 30 at once.
+    let written = api
+        .events(&admin, "policy.denied")
+        .await
+        .into_iter()
+        .filter(|e| e["details"]["rule_id"] == "pty.viewer_limit")
+        .count();
+    assert!(
+        (30..=35).contains(&written),
+        "{written} records for 150 refusals"
+    );
 
     // The 150th terminal on fog-a's link carries keystrokes.
     let last = held.last_mut().unwrap();

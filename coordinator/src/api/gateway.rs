@@ -75,19 +75,39 @@ pub(super) async fn attach(
         let from_offset = query.from_offset.unwrap_or(0);
         // Subscribed before the terminal opens, so no change falls between the two.
         let changes = state.control.subscribe();
+        let remote = remote.map(|axum::Extension(remote)| remote.0.ip());
         if let Err((rule_id, message)) = state.control.check_attach_token(&query.token, session_id) {
-            let remote = remote.map(|axum::Extension(remote)| remote.0.ip());
-            return Ok(super::refuse_authentication(
+            return Ok(super::refuse_within_budget(
                 &state,
                 remote,
-                rule_id,
-                message,
-                Some(session_id.to_string()),
+                super::Refusal {
+                    code: ErrorCode::Unauthenticated,
+                    tenant: None,
+                    rule_id,
+                    message,
+                    subject: Some(session_id.to_string()),
+                },
             ));
         }
-        let (session, terminal, slot) = state
+        let slot = match state.control.admit_viewer(session_id)? {
+            Ok(slot) => slot,
+            Err((tenant, full)) => {
+                return Ok(super::refuse_within_budget(
+                    &state,
+                    remote,
+                    super::Refusal {
+                        code: ErrorCode::RateLimited,
+                        tenant: Some(&tenant),
+                        rule_id: fogshell_gateway::viewers::VIEWER_LIMIT,
+                        message: full.to_string(),
+                        subject: Some(session_id.to_string()),
+                    },
+                ));
+            }
+        };
+        let (session, terminal) = state
             .control
-            .open_terminal(session_id, size, from_offset)
+            .connect_terminal(session_id, size, from_offset)
             .await?;
         let control = Arc::clone(&state.control);
         Ok::<_, ApiError>(upgrade.max_message_size(MAX_MESSAGE_SIZE).on_upgrade(

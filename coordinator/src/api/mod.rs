@@ -135,15 +135,29 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A refused authentication: evidence of its own within its address's budget
-/// ([`refusals`]), else counted and pointed at the address's last record.
-pub(super) fn refuse_authentication(
+/// What a refusal says, for [`refuse_within_budget`].
+pub(super) struct Refusal<'a> {
+    pub code: ErrorCode,
+    pub tenant: Option<&'a fogshell_shared::TenantId>,
+    pub rule_id: &'a str,
+    pub message: String,
+    pub subject: Option<String>,
+}
+
+/// A refusal of someone not known yet, or of a flood: evidence of its own within its
+/// address's budget ([`refusals`]), else counted and pointed at the address's last record.
+pub(super) fn refuse_within_budget(
     state: &AppState,
     remote: Option<std::net::IpAddr>,
-    rule_id: &str,
-    message: String,
-    subject: Option<String>,
+    refusal: Refusal<'_>,
 ) -> Response {
+    let Refusal {
+        code,
+        tenant,
+        rule_id,
+        message,
+        subject,
+    } = refusal;
     let recording = remote.map_or(refusals::Recording::Record { unrecorded: 0 }, |ip| {
         state.refusals.refused(ip, Instant::now())
     });
@@ -155,14 +169,9 @@ pub(super) fn refuse_authentication(
                 ),
                 _ => message,
             };
-            let error = state.control.deny(
-                None,
-                anonymous(),
-                ErrorCode::Unauthenticated,
-                rule_id,
-                reason,
-                subject,
-            );
+            let error = state
+                .control
+                .deny(tenant, anonymous(), code, rule_id, reason, subject);
             if let Some(ip) = remote {
                 state
                     .refusals
@@ -173,7 +182,7 @@ pub(super) fn refuse_authentication(
         refusals::Recording::Counted { last_record } => {
             tracing::debug!(rule_id, "refusal counted, not recorded on its own");
             let mut body = fogshell_shared::ErrorBody::new(
-                ErrorCode::Unauthenticated,
+                code,
                 format!("{message} (too many refusals from this address to record each: counted)"),
             );
             if let Some(pointer) = last_record {
@@ -219,7 +228,17 @@ async fn authenticate(
                 .extensions()
                 .get::<fogshell_gateway::serve::RemoteAddr>()
                 .map(|r| r.0.ip());
-            return refuse_authentication(&state, remote, rule_id, message, None);
+            return refuse_within_budget(
+                &state,
+                remote,
+                Refusal {
+                    code: ErrorCode::Unauthenticated,
+                    tenant: None,
+                    rule_id,
+                    message,
+                    subject: None,
+                },
+            );
         }
     };
     let decision = state.rate.check(&principal.tenant, Instant::now());
